@@ -1,0 +1,187 @@
+"""The file source: article files from a directory, a glob or a single file.
+
+Formats, told apart by the file name (each may also be gzipped, ``.gz``):
+
+* ``.txt``: one article; the file stem is its id, the whole file its body.
+* ``.json``: one article object, or an array of them.
+* ``.jsonl``: one article object per line (blank lines are not records).
+
+Fields of a JSON article: see ``schemas.article.INCOMING_JSON_SCHEMA``.
+Files whose name starts with ``.`` or ``_`` (``.DS_Store``, ``_SUCCESS``) are
+not inputs and are passed over; any other file of an unknown type becomes a
+dead-letter row, as does every record that cannot become an article.
+"""
+
+import gzip
+import json
+import os
+from datetime import datetime
+from typing import BinaryIO, Iterator, Tuple
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from connectors.records import (RejectedRecord, article_from_json, article_from_json_bytes,
+                                check_size, decode_text, new_article)
+from schemas.dead_letter import DEAD_LETTER_OUTPUT, make_dead_letter
+
+# A .json file is parsed whole; larger inputs belong in JSON Lines.
+MAX_JSON_FILE_BYTES = 256 * 1024 * 1024
+SUPPORTED = (".txt", ".json", ".jsonl")
+
+
+def file_kind(path: str) -> Tuple[str, bool]:
+    """(extension without .gz, gzipped?) of a path, e.g. ('.jsonl', True)."""
+    name = os.path.basename(path).lower()
+    gzipped = name.endswith(".gz")
+    stem = name[:-3] if gzipped else name
+    return os.path.splitext(stem)[1], gzipped
+
+
+def article_id_from_path(path: str) -> str:
+    """A .txt file's article id: its name without the extension(s)."""
+    name = os.path.basename(path)
+    return name[:-3].rsplit(".", 1)[0] if name.lower().endswith(".gz") else name.rsplit(".", 1)[0]
+
+
+def iter_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[Tuple[int, int, bytes, int]]:
+    """(1-based line number, byte offset, line bytes, full line size) for each line.
+
+    A line longer than ``max_line_bytes`` is returned as its first
+    ``max_line_bytes + 1`` bytes with its full size, and the rest is skipped
+    without being held in memory.
+    """
+    number = offset = 0
+    while True:
+        line = stream.readline(max_line_bytes + 1)
+        if not line:
+            return
+        number += 1
+        size = len(line)
+        while not line.endswith(b"\n") and size > max_line_bytes:
+            rest = stream.readline(1 << 20)
+            size += len(rest)
+            if not rest or rest.endswith(b"\n"):
+                break
+        yield number, offset, line, size
+        offset += size
+
+
+def expand_input(path: str) -> str:
+    """A glob for ``path``: a directory means every file below it."""
+    if path.endswith("/") or os.path.isdir(path):
+        return FileSystems.join(path.rstrip("/"), "**")
+    return path
+
+
+class ParseArticleFile(beam.DoFn):
+    """One matched file in, its articles out; rejects to the ``dead_letter`` output."""
+
+    def __init__(self, ingested_at: datetime, max_article_bytes: int, max_dead_letter_bytes: int):
+        self.ingested_at = ingested_at
+        self.max_article_bytes = max_article_bytes
+        self.max_dead_letter_bytes = max_dead_letter_bytes
+
+    def _dead_letter(self, error: RejectedRecord, *, raw: bytes, raw_size: int, origin: str,
+                     origin_offset: int, byte_offset=None):
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, make_dead_letter(
+            reason=error.reason, error=str(error), origin=origin, origin_offset=origin_offset,
+            byte_offset=byte_offset, article_id=error.article_id, raw=raw, raw_size=raw_size,
+            ingested_at=self.ingested_at, max_raw_bytes=self.max_dead_letter_bytes))
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        if os.path.basename(path).startswith((".", "_")):
+            return
+        kind, gzipped = file_kind(path)
+        stream = readable.open(compression_type=CompressionTypes.UNCOMPRESSED)
+        if gzipped:
+            stream = gzip.GzipFile(fileobj=stream)
+        with stream:
+            if kind == ".jsonl":
+                yield from self._jsonl(stream, path)
+            elif kind in (".txt", ".json"):
+                yield from self._whole_file(stream, path, kind)
+            else:
+                raw = stream.read(self.max_dead_letter_bytes)
+                yield self._dead_letter(
+                    RejectedRecord("unsupported_file",
+                                   f"unknown file type {kind or '(none)'}; the file source reads "
+                                   f"{', '.join(SUPPORTED)}, optionally gzipped"),
+                    raw=raw, raw_size=readable.metadata.size_in_bytes, origin=path,
+                    origin_offset=0)
+
+    def _whole_file(self, stream: BinaryIO, path: str, kind: str):
+        limit = self.max_article_bytes if kind == ".txt" else MAX_JSON_FILE_BYTES
+        raw = stream.read(limit + 1)
+        # Count an oversized file's bytes without holding them.
+        size = len(raw) + sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 20), b""))
+        try:
+            check_size(size, limit, "file")
+            if kind == ".txt":
+                yield new_article(body=decode_text(raw), article_id=article_id_from_path(path),
+                                  origin=path, origin_offset=0, ingested_at=self.ingested_at,
+                                  max_article_bytes=self.max_article_bytes)
+                return
+            document = json.loads(decode_text(raw))
+        except json.JSONDecodeError as e:
+            yield self._dead_letter(RejectedRecord("malformed_json", f"invalid JSON: {e}"),
+                                    raw=raw, raw_size=size, origin=path, origin_offset=0)
+            return
+        except RejectedRecord as e:
+            yield self._dead_letter(e, raw=raw, raw_size=size, origin=path, origin_offset=0)
+            return
+        records = document if isinstance(document, list) else [document]
+        for index, record in enumerate(records):
+            try:
+                yield article_from_json(record, origin=path, origin_offset=index,
+                                        ingested_at=self.ingested_at,
+                                        max_article_bytes=self.max_article_bytes)
+            except RejectedRecord as e:
+                element = json.dumps(record, ensure_ascii=False).encode("utf-8")
+                yield self._dead_letter(e, raw=element, raw_size=len(element), origin=path,
+                                        origin_offset=index)
+
+    def _jsonl(self, stream: BinaryIO, path: str):
+        for number, offset, line, size in iter_lines(stream, self.max_article_bytes):
+            if not line.strip():
+                continue
+            try:
+                check_size(size, self.max_article_bytes, "line")
+                yield article_from_json_bytes(
+                    line, origin=path, origin_offset=number, ingested_at=self.ingested_at,
+                    max_article_bytes=self.max_article_bytes)
+            except RejectedRecord as e:
+                yield self._dead_letter(e, raw=line, raw_size=size, origin=path,
+                                        origin_offset=number, byte_offset=offset)
+
+
+class ReadArticleFiles(beam.PTransform):
+    """Reads article files into article records and dead-letter records.
+
+    Returns a ``DoOutputsTuple`` with ``articles`` and ``dead_letter`` outputs.
+
+    Args:
+        path: a file, a directory (every file below it) or a glob; any
+            filesystem Beam knows (local, gs://, s3://...).
+        ingested_at: the ingestion time stamped on every record (the run's start).
+        max_article_bytes: records or files over this size are dead-lettered.
+        max_dead_letter_bytes: how much of a rejected record's raw bytes to keep.
+    """
+
+    def __init__(self, path: str, ingested_at: datetime, max_article_bytes: int,
+                 max_dead_letter_bytes: int):
+        super().__init__()
+        if max_article_bytes <= 0 or max_dead_letter_bytes < 0:
+            raise ValueError("max_article_bytes must be > 0 and max_dead_letter_bytes >= 0")
+        self.pattern = expand_input(path)
+        self.parse = ParseArticleFile(ingested_at, max_article_bytes, max_dead_letter_bytes)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "MatchFiles" >> fileio.MatchFiles(self.pattern)
+                | "ReadMatches" >> fileio.ReadMatches()
+                | "ParseArticles" >> beam.ParDo(self.parse).with_outputs(
+                    DEAD_LETTER_OUTPUT, main="articles"))

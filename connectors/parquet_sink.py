@@ -1,0 +1,128 @@
+"""Hive-partitioned Parquet: ``BASE/k1=v1/k2=v2/part-<run>-<digest>.parquet``.
+
+Readable as is by ``pyarrow.dataset.dataset(BASE, partitioning="hive")``,
+DuckDB's ``read_parquet('BASE/**/*.parquet', hive_partitioning=true)``,
+pandas, Spark and BigQuery external tables. Partition columns live in the
+path only, as Hive expects, not inside the files.
+
+Why not ``fileio.WriteToFiles``: on the local filesystem its final rename does
+not create the partition folder, and Beam then leaves the files in its temp
+folder while reporting success. Here every file is written under
+``OUTPUT/_temporary-<run>/`` and moved into place after its partition folder
+is made, so a file in the dataset is always complete, and the step outputs
+``(path, rows)`` for each file it finalised, which the run summary adds up.
+"""
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any, Callable, Dict, Iterable, List, Tuple
+from urllib.parse import quote
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.record import RecordSchema
+
+Row = Dict[str, Any]
+Partitioner = Callable[[Row], List[Tuple[str, str]]]
+
+
+def day_of(moment: datetime) -> str:
+    """The ``dt`` partition value of a UTC time."""
+    return moment.strftime("%Y-%m-%d")
+
+
+def partition_path(partition: Iterable[Tuple[str, str]]) -> str:
+    """``k1=v1/k2=v2``, each value escaped so it is one safe path segment."""
+    return "/".join(f"{key}={quote(str(value), safe='')}" for key, value in partition)
+
+
+def temporary_dir(output: str, run_id: str) -> str:
+    """Where a run's files are written before they are moved into the dataset."""
+    return FileSystems.join(output, f"_temporary-{run_id}")
+
+
+def _make_dirs(path: str) -> None:
+    # Two workers may race to make the same partition folder: losing is fine.
+    try:
+        FileSystems.mkdirs(path)
+    except IOError:
+        if not FileSystems.exists(path):
+            raise
+
+
+class _WriteParquetFile(beam.DoFn):
+    def __init__(self, dataset_path: str, temp_dir: str, schema: RecordSchema,
+                 partition_columns: Tuple[str, ...], sort_by: Tuple[str, ...], run_id: str,
+                 compression: str):
+        self.dataset_path = dataset_path
+        self.temp_dir = temp_dir
+        self.schema = schema
+        self.partition_columns = partition_columns
+        self.sort_by = sort_by
+        self.run_id = run_id
+        self.compression = compression
+
+    def process(self, batch: Tuple[str, Iterable[Row]]):
+        partition, rows = batch
+        rows = sorted(rows, key=lambda r: tuple(str(r.get(k)) for k in self.sort_by))
+        table = pa.Table.from_pylist(rows, schema=self.schema.arrow_schema(
+            drop=self.partition_columns))
+        # The name depends only on the rows, so a retried batch replaces its file.
+        digest = hashlib.sha1("\n".join(
+            str(tuple(r.get(k) for k in self.sort_by)) for r in rows).encode("utf-8")).hexdigest()
+        folder = FileSystems.join(self.dataset_path, partition)
+        final = FileSystems.join(folder, f"part-{self.run_id}-{digest[:16]}.parquet")
+        temp = FileSystems.join(self.temp_dir, f"{uuid.uuid4().hex}.parquet")
+        with FileSystems.create(temp) as stream:
+            pq.write_table(table, stream, compression=self.compression)
+        _make_dirs(folder)
+        if FileSystems.exists(final):
+            FileSystems.delete([final])
+        FileSystems.rename([temp], [final])
+        yield final, len(rows)
+
+
+class ParquetPartitionSink(beam.PTransform):
+    """Writes dict rows of ``schema`` as Hive-partitioned Parquet files.
+
+    Guarantee: when the step's output is complete, every input row is in
+    exactly one finalised file, and a file appears in the dataset only whole.
+    Memory: at most ``rows_per_file`` rows per partition are buffered.
+
+    Args:
+        output: the run's output folder; files go to ``output/<name>/``.
+        name: the dataset's folder name (``articles``, ``deadletter``).
+        schema: the rows' record schema.
+        partition_of: a row's ``[(column, value), ...]`` partition.
+        partition_columns: the columns that live in the path, left out of the files.
+        sort_by: columns ordering the rows inside each file (and naming it).
+        run_id: stamped in every file name.
+        rows_per_file: the most rows in one file.
+        compression: Parquet codec (zstd, snappy, gzip, none).
+    """
+
+    def __init__(self, output: str, name: str, schema: RecordSchema, partition_of: Partitioner,
+                 partition_columns: Tuple[str, ...], sort_by: Tuple[str, ...], run_id: str,
+                 rows_per_file: int = 50_000, compression: str = "zstd"):
+        super().__init__()
+        if rows_per_file < 1:
+            raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
+        if compression not in ("zstd", "snappy", "gzip", "none"):
+            raise ValueError(f"unsupported Parquet compression {compression!r}")
+        self.partition_of = partition_of
+        self.rows_per_file = rows_per_file
+        self.write = _WriteParquetFile(
+            FileSystems.join(output, name), temporary_dir(output, run_id), schema,
+            partition_columns, sort_by, run_id, compression)
+
+    def expand(self, rows):
+        partition_of = self.partition_of
+        return (rows
+                | "KeyByPartition" >> beam.Map(lambda r: (partition_path(partition_of(r)), r))
+                .with_output_types(Tuple[str, Row])
+                | "BatchRows" >> beam.GroupIntoBatches(self.rows_per_file)
+                | "WriteFiles" >> beam.ParDo(self.write))

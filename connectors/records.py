@@ -1,0 +1,144 @@
+"""Turning raw bytes into incoming article records, or into the reason they can't be.
+
+Shared by every source (files, Kafka): each raw record becomes either an
+article dict with the incoming fields of ``schemas.article.ARTICLE`` filled, or
+a :class:`RejectedRecord` that the source turns into a dead-letter row.
+"""
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional
+
+from pipeline.text import content_hash
+from schemas.article import ARTICLE, SCHEMA_VERSION, Article
+
+# Python types accepted for each JSON Schema type name.
+_JSON_TYPES = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "null": (type(None),),
+}
+# Epoch numbers above this are taken as milliseconds (it is 5138 AD in seconds).
+_EPOCH_MILLIS_FROM = 1e11
+
+
+class RejectedRecord(Exception):
+    """A record that cannot become an article; ``reason`` is a dead-letter reason."""
+
+    def __init__(self, reason: str, message: str, article_id: Optional[str] = None):
+        super().__init__(message)
+        self.reason = reason
+        self.article_id = article_id
+
+
+def decode_text(raw: bytes) -> str:
+    """UTF-8 text of ``raw`` (a leading byte-order mark is dropped)."""
+    if b"\x00" in raw:
+        raise RejectedRecord("binary", "content holds NUL bytes: a binary file, not text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RejectedRecord(
+            "invalid_utf8", f"not valid UTF-8 at byte {e.start}: {e.reason}") from None
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """A UTC datetime from ISO 8601 text (naive means UTC) or epoch seconds/milliseconds."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a time")
+    if isinstance(value, (int, float)):
+        seconds = value / 1000 if abs(value) >= _EPOCH_MILLIS_FROM else value
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    moment = datetime.fromisoformat(value.strip())
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def check_size(size: int, max_article_bytes: int, what: str = "record",
+               article_id: Optional[str] = None) -> None:
+    """Reject anything over the article size cap before it is decoded or parsed."""
+    if size > max_article_bytes:
+        raise RejectedRecord(
+            "too_large", f"{what} is {size} bytes, over --max_article_bytes={max_article_bytes}",
+            article_id)
+
+
+def new_article(*, body: str, origin: str, origin_offset: int, ingested_at: datetime,
+                max_article_bytes: int, article_id: Optional[str] = None,
+                origin_partition: Optional[int] = None, **incoming: Any) -> Article:
+    """An article record with its incoming fields, checked for emptiness and size.
+
+    ``incoming`` holds the optional incoming fields (title, url, source,
+    published_at, lang_hint). Without an id, the article's id is the first 16
+    hex digits of the hash of its normalised body, so the same text always
+    gets the same id.
+    """
+    check_size(len(body.encode("utf-8")), max_article_bytes, "body", article_id)
+    if not body.strip():
+        raise RejectedRecord("empty", "the body is empty or white space only", article_id)
+    digest = content_hash(body)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "article_id": article_id or digest[:16],
+        "body": body,
+        "content_hash": digest,
+        "ingested_at": ingested_at,
+        "origin": origin,
+        "origin_partition": origin_partition,
+        "origin_offset": origin_offset,
+        **incoming,
+    }
+
+
+def _check_json_types(record: Dict[str, Any]) -> None:
+    for field in ARTICLE.fields:
+        accepted = tuple(t for name in field.json_type for t in _JSON_TYPES[name])
+        for key in field.json_names:
+            value = record.get(key)
+            if key in record and (not isinstance(value, accepted) or isinstance(value, bool)):
+                raise RejectedRecord(
+                    "invalid_field",
+                    f"field {key!r} must be {' or '.join(field.json_type)}, "
+                    f"got {type(value).__name__}")
+
+
+def article_from_json(record: Any, *, origin: str, origin_offset: int,
+                      ingested_at: datetime, max_article_bytes: int,
+                      origin_partition: Optional[int] = None) -> Article:
+    """An article from one decoded JSON value (see ``schemas.article.INCOMING_JSON_SCHEMA``)."""
+    if not isinstance(record, dict):
+        raise RejectedRecord("malformed_json",
+                             f"a JSON article must be an object, got {type(record).__name__}")
+    _check_json_types(record)
+    given_id = ARTICLE.json_value(record, "article_id")
+    article_id = str(given_id).strip() if given_id is not None else None
+    body = ARTICLE.json_value(record, "body")
+    if body is None or not body.strip():
+        raise RejectedRecord("missing_body", "no non-empty 'body' or 'text' field", article_id)
+    published = ARTICLE.json_value(record, "published_at")
+    try:
+        published_at = parse_timestamp(published) if published is not None else None
+    except (ValueError, OverflowError, OSError) as e:
+        raise RejectedRecord("invalid_field",
+                             f"published_at {published!r} is not a time: {e}", article_id) from None
+    return new_article(
+        body=body, article_id=article_id or None, origin=origin, origin_offset=origin_offset,
+        origin_partition=origin_partition, ingested_at=ingested_at,
+        max_article_bytes=max_article_bytes,
+        title=ARTICLE.json_value(record, "title"),
+        url=ARTICLE.json_value(record, "url"),
+        source=ARTICLE.json_value(record, "source"),
+        lang_hint=ARTICLE.json_value(record, "lang_hint"),
+        published_at=published_at)
+
+
+def article_from_json_bytes(raw: bytes, **where: Any) -> Article:
+    """An article from one JSON document's bytes (a JSONL line, a Kafka message)."""
+    text = decode_text(raw)
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RejectedRecord("malformed_json", f"invalid JSON: {e}") from None
+    return article_from_json(record, **where)

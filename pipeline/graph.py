@@ -1,0 +1,69 @@
+"""The newsloom pipeline graph, assembled in one readable ``run()``.
+
+    files ─ ReadArticleFiles ─ DropRepeatedIds ─ DetectLanguage ─ FindDuplicates ─ WriteArticles
+                 └──────────────────┴──── dead letters ───────────────────────── WriteDeadLetters
+                                                                 all counts ─── WriteRunSummary
+"""
+
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from connectors.file_source import ReadArticleFiles
+from connectors.parquet_sink import ParquetPartitionSink, day_of
+from pipeline.detect_language import DetectLanguage
+from pipeline.drop_repeated_ids import DropRepeatedIds
+from pipeline.find_duplicates import FindDuplicates
+from pipeline.options import NewsloomOptions, new_run_id, with_default_runner
+from pipeline.run_summary import WriteRunSummary, read_summary
+from schemas import article as article_schema
+from schemas import dead_letter as dead_letter_schema
+from schemas.dead_letter import DEAD_LETTER_OUTPUT
+
+
+def article_partition(article):
+    """``dt`` from the publication day (the ingestion day when unknown), then ``lang``."""
+    published = article.get("published_at") or article["ingested_at"]
+    return [("dt", day_of(published)), ("lang", article["lang"])]
+
+
+def dead_letter_partition(dead_letter):
+    return [("dt", day_of(dead_letter["ingested_at"]))]
+
+
+def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Runs newsloom with command-line style ``argv``; returns the run summary."""
+    options = PipelineOptions(with_default_runner(argv))
+    opts = options.view_as(NewsloomOptions)
+    started_at = datetime.now(timezone.utc)
+    run_id = opts.run_id or new_run_id(started_at)
+
+    with beam.Pipeline(options=options) as p:
+        read = p | "ReadArticleFiles" >> ReadArticleFiles(
+            opts.input, ingested_at=started_at, max_article_bytes=opts.max_article_bytes,
+            max_dead_letter_bytes=opts.max_dead_letter_bytes)
+        unique = read.articles | "DropRepeatedIds" >> DropRepeatedIds(opts.max_dead_letter_bytes)
+        articles = (unique.articles
+                    | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
+                    | "FindDuplicates" >> FindDuplicates(opts.near_duplicate_threshold))
+        dead_letters = ((read[DEAD_LETTER_OUTPUT], unique[DEAD_LETTER_OUTPUT])
+                        | "AllDeadLetters" >> beam.Flatten())
+
+        written_articles = articles | "WriteArticles" >> ParquetPartitionSink(
+            opts.output, "articles", article_schema.ARTICLE, article_partition,
+            article_schema.PARTITION_COLUMNS, sort_by=("article_id",), run_id=run_id,
+            rows_per_file=opts.rows_per_file, compression=opts.parquet_compression)
+        written_dead_letters = dead_letters | "WriteDeadLetters" >> ParquetPartitionSink(
+            opts.output, "deadletter", dead_letter_schema.DEAD_LETTER, dead_letter_partition,
+            dead_letter_schema.PARTITION_COLUMNS, sort_by=("origin", "origin_offset"),
+            run_id=run_id, rows_per_file=opts.rows_per_file,
+            compression=opts.parquet_compression)
+
+        _ = ({"articles": articles, "dead_letters": dead_letters,
+              "written_articles": written_articles,
+              "written_dead_letters": written_dead_letters}
+             | "WriteRunSummary" >> WriteRunSummary(opts.output, run_id, started_at))
+
+    return read_summary(opts.output, run_id)

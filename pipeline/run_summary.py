@@ -1,0 +1,104 @@
+"""The run summary: what a run read, wrote and rejected, as ``OUTPUT/_runs/<run-id>.json``.
+
+Counts come from the rows themselves (not from metrics, which not every runner
+reports), so the summary's reconciliation is a fact about the output:
+``read == articles + dead_letters``, and the rows written to Parquet equal them.
+"""
+
+import json
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterable, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from connectors.parquet_sink import temporary_dir
+
+Event = Tuple[str, str]  # (counter group, key), e.g. ("lang", "bn")
+
+
+def article_events(article) -> Iterable[Event]:
+    yield "articles", ""
+    yield "lang", article["lang"]
+    if article["is_duplicate"]:
+        yield "duplicates", ""
+    if article["story_id"] == article["article_id"]:
+        yield "stories", ""
+
+
+def summarize(counts: Dict[Event, int], run_id: str, started_at: datetime,
+              finished_at: datetime) -> Dict[str, Any]:
+    """The summary document from counted events."""
+    def group(name):
+        return dict(sorted((key, n) for (g, key), n in counts.items() if g == name))
+
+    articles = counts.get(("articles", ""), 0)
+    dead_letters = sum(group("dead_letter").values())
+    return {
+        "run_id": run_id,
+        "started_at": started_at.isoformat(),
+        "finished_at": finished_at.isoformat(),
+        "read": articles + dead_letters,
+        "articles": articles,
+        "dead_letters": dead_letters,
+        "duplicates": counts.get(("duplicates", ""), 0),
+        "stories": counts.get(("stories", ""), 0),
+        "articles_by_lang": group("lang"),
+        "dead_letters_by_reason": group("dead_letter"),
+        "rows_written": group("rows_written"),
+        "files_written": group("files_written"),
+    }
+
+
+class WriteRunSummary(beam.PTransform):
+    """Counts the run's rows and writes the summary JSON; removes the run's temporary folder.
+
+    Input: ``{"articles": ..., "dead_letters": ..., "written_articles": ...,
+    "written_dead_letters": ...}``, the last two being the sinks' ``(path, rows)``.
+    """
+
+    def __init__(self, output: str, run_id: str, started_at: datetime):
+        super().__init__()
+        self.output = output
+        self.run_id = run_id
+        self.started_at = started_at
+
+    def expand(self, pcolls):
+        def written(dataset):
+            def events(path_rows):
+                yield ("rows_written", dataset), path_rows[1]
+                yield ("files_written", dataset), 1
+            return events
+
+        events = (
+            pcolls["articles"] | "ArticleEvents" >> beam.FlatMap(
+                lambda a: [(event, 1) for event in article_events(a)]),
+            pcolls["dead_letters"] | "DeadLetterEvents" >> beam.Map(
+                lambda d: (("dead_letter", d["reason"]), 1)),
+            pcolls["written_articles"] | "ArticleFiles" >> beam.FlatMap(written("articles")),
+            pcolls["written_dead_letters"] | "DeadLetterFiles" >> beam.FlatMap(
+                written("deadletter")),
+        )
+        output, run_id, started_at = self.output, self.run_id, self.started_at
+
+        def write(counts):
+            summary = summarize(dict(counts), run_id, started_at, datetime.now(timezone.utc))
+            path = FileSystems.join(output, "_runs", f"{run_id}.json")
+            with FileSystems.create(path) as stream:
+                stream.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
+            temp = temporary_dir(output, run_id)
+            if FileSystems.exists(temp):
+                FileSystems.delete([temp])
+            yield path
+
+        return (events
+                | "AllEvents" >> beam.Flatten()
+                | "Count" >> beam.CombinePerKey(sum)
+                | "Gather" >> beam.combiners.ToList()
+                | "Write" >> beam.FlatMap(write))
+
+
+def read_summary(output: str, run_id: str) -> Dict[str, Any]:
+    with FileSystems.open(FileSystems.join(output, "_runs", f"{run_id}.json")) as stream:
+        return json.loads(stream.read().decode("utf-8"))

@@ -1,0 +1,130 @@
+"""From pairwise matches to stories: union-find, canonical articles, duplicate marks.
+
+A *match* says that a later article copies an earlier one (exactly or
+nearly). Matches join articles into stories (connected components). The
+canonical article of a story is its earliest by ``order_key``; the story id is
+that article's id, so the same input gives the same story ids on every run and
+runner. An article that matches an earlier one is a duplicate of the earlier
+article it matches best.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+
+OrderKey = Tuple[int, int, str]
+
+
+@dataclass(frozen=True)
+class Member:
+    """What a candidate bucket holds of an article."""
+
+    article_id: str
+    order: OrderKey
+
+
+@dataclass(frozen=True)
+class Match:
+    """``later`` copies ``earlier`` with similarity ``score`` (1.0 = exact copy)."""
+
+    later: Member
+    earlier: Member
+    score: float
+
+
+@dataclass(frozen=True)
+class StoryAssignment:
+    story_id: str
+    is_duplicate: bool
+    duplicate_of: Optional[str]
+    dup_score: Optional[float]
+
+
+def _micros(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
+
+
+def order_key(published_at: Optional[datetime], ingested_at: datetime,
+              article_id: str) -> OrderKey:
+    """Earliest first: publication time (ingestion time if unknown), ingestion time, id."""
+    effective = published_at if published_at is not None else ingested_at
+    return (_micros(effective), _micros(ingested_at), article_id)
+
+
+def bucket_pairs(members: Iterable[Member], max_partners: int) -> Iterator[Tuple[Member, Member]]:
+    """(earlier, later) candidate pairs within one bucket.
+
+    Each member is paired with at most ``max_partners`` of the earliest members,
+    so a bucket that grows large (boilerplate shared by thousands of articles)
+    costs O(n * max_partners) instead of O(n**2). Members with the same id (one
+    article seen twice) are not paired.
+    """
+    ordered = sorted(set(members), key=lambda m: m.order)
+    for i, later in enumerate(ordered):
+        for earlier in ordered[:min(i, max_partners)]:
+            if earlier.article_id != later.article_id:
+                yield earlier, later
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: Dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def assign_stories(matches: Sequence[Match]) -> Dict[str, StoryAssignment]:
+    """Story, duplicate mark and score for every article that appears in a match.
+
+    Articles in no match are stories of their own (see ``singleton``).
+    """
+    groups = _UnionFind()
+    orders: Dict[str, OrderKey] = {}
+    best: Dict[str, Match] = {}
+    for match in matches:
+        groups.union(match.later.article_id, match.earlier.article_id)
+        orders[match.later.article_id] = match.later.order
+        orders[match.earlier.article_id] = match.earlier.order
+        current = best.get(match.later.article_id)
+        if current is None or (-match.score, match.earlier.order) < (-current.score, current.earlier.order):
+            best[match.later.article_id] = match
+    canonical: Dict[str, str] = {}
+    for article_id, order in orders.items():
+        root = groups.find(article_id)
+        if root not in canonical or order < orders[canonical[root]]:
+            canonical[root] = article_id
+    assignments = {}
+    for article_id in orders:
+        match = best.get(article_id)
+        assignments[article_id] = StoryAssignment(
+            story_id=canonical[groups.find(article_id)],
+            is_duplicate=match is not None,
+            duplicate_of=match.earlier.article_id if match else None,
+            dup_score=round(match.score, 4) if match else None,
+        )
+    return assignments
+
+
+def singleton(article_id: str) -> StoryAssignment:
+    """The assignment of an article that matched nothing: a story of its own."""
+    return StoryAssignment(story_id=article_id, is_duplicate=False,
+                           duplicate_of=None, dup_score=None)
+
+
+
+def exact_matches(members: Iterable[Member]) -> Iterator[Match]:
+    """Every member of an exact-duplicate bucket copies its earliest member."""
+    ordered = sorted(set(members), key=lambda m: m.order)
+    for later in ordered[1:]:
+        if later.article_id != ordered[0].article_id:
+            yield Match(later=later, earlier=ordered[0], score=1.0)
