@@ -57,7 +57,8 @@ def _make_dirs(path: str) -> None:
 class _WriteParquetFile(beam.DoFn):
     def __init__(self, dataset_path: str, temp_dir: str, schema: RecordSchema,
                  partition_columns: Tuple[str, ...], sort_by: Tuple[str, ...], run_id: str,
-                 compression: str):
+                 rows_per_file: int, compression: str):
+        self.rows_per_file = rows_per_file
         self.dataset_path = dataset_path
         self.temp_dir = temp_dir
         self.schema = schema
@@ -66,9 +67,13 @@ class _WriteParquetFile(beam.DoFn):
         self.run_id = run_id
         self.compression = compression
 
-    def process(self, batch: Tuple[str, Iterable[Row]]):
-        partition, rows = batch
+    def process(self, group: Tuple[str, Iterable[Row]]):
+        partition, rows = group
         rows = sorted(rows, key=lambda r: tuple(str(r.get(k)) for k in self.sort_by))
+        for start in range(0, len(rows), self.rows_per_file):
+            yield self._write(partition, rows[start:start + self.rows_per_file])
+
+    def _write(self, partition: str, rows: List[Row]) -> Tuple[str, int]:
         table = pa.Table.from_pylist(rows, schema=self.schema.arrow_schema(
             drop=self.partition_columns))
         # The name depends only on the rows, so a retried batch replaces its file.
@@ -83,7 +88,7 @@ class _WriteParquetFile(beam.DoFn):
         if FileSystems.exists(final):
             FileSystems.delete([final])
         FileSystems.rename([temp], [final])
-        yield final, len(rows)
+        return final, len(rows)
 
 
 class ParquetPartitionSink(beam.PTransform):
@@ -91,7 +96,10 @@ class ParquetPartitionSink(beam.PTransform):
 
     Guarantee: when the step's output is complete, every input row is in
     exactly one finalised file, and a file appears in the dataset only whole.
-    Memory: at most ``rows_per_file`` rows per partition are buffered.
+    Memory: one partition's rows (a day and language in batch, a window's in
+    streaming) are gathered on one worker, then written ``rows_per_file`` at a
+    time. (Not ``GroupIntoBatches``: its end-of-window flush reaches a later
+    GroupByKey after that step has completed on the bundle-based DirectRunner.)
 
     Args:
         output: the run's output folder; files go to ``output/<name>/``.
@@ -114,15 +122,14 @@ class ParquetPartitionSink(beam.PTransform):
         if compression not in ("zstd", "snappy", "gzip", "none"):
             raise ValueError(f"unsupported Parquet compression {compression!r}")
         self.partition_of = partition_of
-        self.rows_per_file = rows_per_file
         self.write = _WriteParquetFile(
             FileSystems.join(output, name), temporary_dir(output, run_id), schema,
-            partition_columns, sort_by, run_id, compression)
+            partition_columns, sort_by, run_id, rows_per_file, compression)
 
     def expand(self, rows):
         partition_of = self.partition_of
         return (rows
                 | "KeyByPartition" >> beam.Map(lambda r: (partition_path(partition_of(r)), r))
                 .with_output_types(Tuple[str, Row])
-                | "BatchRows" >> beam.GroupIntoBatches(self.rows_per_file)
+                | "GroupByPartition" >> beam.GroupByKey()
                 | "WriteFiles" >> beam.ParDo(self.write))

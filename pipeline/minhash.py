@@ -13,10 +13,12 @@ from typing import List, Sequence
 
 import numpy as np
 
-# Universal hashing h(x) = (a*x + b) mod p over 32-bit shingle hashes: with
-# a, b < 2**32 the product a*x + b stays below 2**64, so uint64 arithmetic is
-# exact, and p = 2**61 - 1 (a Mersenne prime) spreads the results.
-_MERSENNE_PRIME = np.uint64((1 << 61) - 1)
+# Each permutation is the multiply-add-shift hash h(x) = ((a*x + b) mod 2**64) >> 32
+# of a 32-bit shingle hash x, with random 64-bit a and b: strongly universal
+# (Dietzfelbinger), and numpy's uint64 arithmetic wraps mod 2**64 by itself.
+# (Linear hashing mod a prime larger than a*x + b barely permutes 32-bit inputs,
+# and its minima are correlated across permutations.)
+_SHIFT = np.uint64(32)
 _EMPTY = np.zeros(0, dtype=np.uint32)
 
 
@@ -58,15 +60,15 @@ class MinHasher:
         self.rows = rows
         rng = np.random.default_rng(seed)
         num_perm = bands * rows
-        self._a = rng.integers(1, 1 << 32, size=num_perm, dtype=np.uint64)
-        self._b = rng.integers(0, 1 << 32, size=num_perm, dtype=np.uint64)
+        self._a = rng.integers(1, 1 << 64, size=num_perm, dtype=np.uint64) | np.uint64(1)
+        self._b = rng.integers(0, 1 << 64, size=num_perm, dtype=np.uint64)
 
     def signature(self, hashes: np.ndarray) -> np.ndarray:
         """The MinHash signature (``bands * rows`` values) of a shingle hash set."""
         if hashes.size == 0:
             raise ValueError("an empty shingle set has no signature")
         x = hashes.astype(np.uint64)[:, None]
-        return ((x * self._a + self._b) % _MERSENNE_PRIME).min(axis=0)
+        return ((x * self._a + self._b) >> _SHIFT).min(axis=0).astype(np.uint32)
 
     def band_keys(self, signature: np.ndarray) -> List[str]:
         """One key per band; equal keys make two articles candidates."""

@@ -1,0 +1,191 @@
+"""Pipeline throughput and peak memory beside its baselines, measured in the same run.
+
+    python benchmarks/pipeline_benchmark.py --articles 20000
+
+Generates N synthetic multilingual articles (3-8 SIB-200 train sentences
+each, in a random one of its 190 languages; 5% exact and 5% near copies) as
+JSON Lines, then runs, each in a fresh process so peak memory is its own:
+
+* ``pipeline``: ``newsloom run`` on Beam's FnApiRunner (the default runner);
+* ``plain``: a plain Python loop calling the same functions (parse, language,
+  shingles and MinHash buckets, Jaccard, stories) and writing the same rows
+  with pyarrow;
+* ``pyarrow``: only the partitioned pyarrow write of the same number of rows.
+
+It prints a table of seconds, articles/s and peak RSS, each with its ratio to
+the plain loop.
+"""
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_SIB200 = ROOT.parent / "shared" / "data" / "sib200"
+
+
+def generate(sib200: Path, n: int, path: Path, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    languages = {}
+    for folder in sorted(p for p in sib200.iterdir() if p.is_dir()):
+        with open(folder / "train.tsv", encoding="utf-8") as f:
+            languages[folder.name] = [row["text"] for row in csv.DictReader(f, delimiter="\t")]
+    names = sorted(languages)
+    written = []
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(n):
+            roll = rng.random()
+            if written and roll < 0.05:
+                body = rng.choice(written)                               # exact copy
+            elif written and roll < 0.10:
+                sentences = rng.choice(written).split("\n")
+                body = "\n".join(sentences[:-1] or sentences)            # near copy
+            else:
+                sentences = rng.sample(languages[rng.choice(names)], rng.randint(3, 8))
+                body = "\n".join(sentences)
+            written.append(body)
+            out.write(json.dumps({"id": f"a{i:07d}", "body": body}, ensure_ascii=False) + "\n")
+
+
+def plain_loop(source: Path, out: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from connectors.records import article_from_json_bytes
+    from pipeline.language import LanguageDetector, spans_as_rows
+    from pipeline.minhash import MinHasher, jaccard, shingle_hashes
+    from pipeline.stories import (Member, Match, assign_stories, bucket_pairs, exact_matches,
+                                  order_key, singleton)
+    from pipeline.text import tokens
+    from schemas.article import ARTICLE
+
+    now = datetime.now(timezone.utc)
+    detector, hasher = LanguageDetector(), MinHasher()
+    articles, shingles, buckets = [], {}, {}
+    with open(source, "rb") as f:
+        for number, line in enumerate(f, 1):
+            a = article_from_json_bytes(line, origin=str(source), origin_offset=number,
+                                        ingested_at=now, max_article_bytes=1 << 20)
+            result = detector.detect(a["body"])
+            a.update(lang=result.lang, lang_confidence=result.confidence,
+                     lang_spans=spans_as_rows(result.spans))
+            member = Member(a["article_id"], order_key(None, now, a["article_id"]))
+            hashes = shingle_hashes(tokens(a["body"]))
+            shingles[a["article_id"]] = hashes
+            buckets.setdefault(f"exact:{a['content_hash']}", []).append(member)
+            for band in hasher.band_keys(hasher.signature(hashes)):
+                buckets.setdefault(f"near:{a['lang']}:{band}", []).append(member)
+            articles.append(a)
+    matches, seen = [], set()
+    for key, members in buckets.items():
+        if key.startswith("exact"):
+            matches.extend(exact_matches(members))
+            continue
+        for earlier, later in bucket_pairs(members, 100):
+            pair = (later.article_id, earlier.article_id)
+            if pair not in seen:
+                seen.add(pair)
+                score = jaccard(shingles[later.article_id], shingles[earlier.article_id])
+                if score >= 0.5:
+                    matches.append(Match(later, earlier, score))
+    stories = assign_stories(matches)
+    for a in articles:
+        s = stories.get(a["article_id"]) or singleton(a["article_id"])
+        a.update(story_id=s.story_id, is_duplicate=s.is_duplicate,
+                 duplicate_of=s.duplicate_of, dup_score=s.dup_score, dt=now.strftime("%Y-%m-%d"))
+    write_rows(articles, out, ARTICLE, pa, ds)
+    return len(articles)
+
+
+def write_rows(rows, out, schema, pa, ds) -> None:
+    arrow_schema = schema.arrow_schema().append(pa.field("dt", pa.string()))
+    table = pa.Table.from_pylist(rows, schema=arrow_schema)
+    ds.write_dataset(table, out / "articles", format="parquet", partitioning=["dt", "lang"],
+                     partitioning_flavor="hive",
+                     file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"))
+
+
+def pyarrow_only(source: Path, out: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from connectors.records import article_from_json_bytes
+    from schemas.article import ARTICLE
+
+    now = datetime.now(timezone.utc)
+    rows = []
+    with open(source, "rb") as f:
+        for number, line in enumerate(f, 1):
+            a = article_from_json_bytes(line, origin=str(source), origin_offset=number,
+                                        ingested_at=now, max_article_bytes=1 << 20)
+            a.update(lang=f"l{number % 190}", lang_confidence=1.0, lang_spans=[],
+                     story_id=a["article_id"], is_duplicate=False, dt=now.strftime("%Y-%m-%d"))
+            rows.append(a)
+    started = time.perf_counter()
+    write_rows(rows, out, ARTICLE, pa, ds)
+    return len(rows), time.perf_counter() - started
+
+
+def measure(mode: str, source: Path, out: Path) -> dict:
+    """Run in this (child) process and report seconds, rows and peak RSS."""
+    started = time.perf_counter()
+    if mode == "pipeline":
+        from pipeline.graph import run
+        rows = run(["--input", str(source), "--output", str(out)])["articles"]
+        seconds = time.perf_counter() - started
+    elif mode == "plain":
+        rows = plain_loop(source, out)
+        seconds = time.perf_counter() - started
+    else:
+        rows, seconds = pyarrow_only(source, out)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"mode": mode, "rows": rows, "seconds": seconds, "peak_mib": peak_mib}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--articles", type=int, default=20_000)
+    parser.add_argument("--sib200", type=Path, default=DEFAULT_SIB200)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: child process mode
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.source, args.out)))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "articles.jsonl"
+        generate(args.sib200, args.articles, source)
+        size_mib = os.path.getsize(source) / 2**20
+        results = {}
+        for mode in ("plain", "pipeline", "pyarrow"):
+            done = subprocess.run(
+                [sys.executable, __file__, "--measure", mode, "--source", str(source),
+                 "--out", str(Path(tmp) / mode)],
+                capture_output=True, text=True, check=True)
+            results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    base = results["plain"]
+    print(f"{args.articles} synthetic articles, {size_mib:.1f} MiB JSONL, "
+          f"{os.cpu_count()} cores\n")
+    print(f"{'mode':<10}{'rows':>8}{'seconds':>10}{'articles/s':>12}{'vs plain':>10}"
+          f"{'peak MiB':>10}{'vs plain':>10}")
+    for mode, r in results.items():
+        rate = r["rows"] / r["seconds"]
+        print(f"{mode:<10}{r['rows']:>8}{r['seconds']:>10.2f}{rate:>12.0f}"
+              f"{rate / (base['rows'] / base['seconds']):>10.2f}"
+              f"{r['peak_mib']:>10.0f}{r['peak_mib'] / base['peak_mib']:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""End to end on Beam's local runners: seeds, seed variants and bad inputs, into Parquet."""
+
+import json
+import shutil
+import subprocess
+
+import duckdb
+import pyarrow.dataset as ds
+import pytest
+
+from pipeline.graph import run
+from tests.conftest import ROOT
+
+
+def read_dataset(path):
+    return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+@pytest.fixture(scope="module", params=["FnApiRunner", "BundleBasedDirectRunner"])
+def result(request, corpus, tmp_path_factory):
+    folder, expected = corpus
+    out = tmp_path_factory.mktemp(f"out-{request.param}")
+    summary = run(["--input", str(folder), "--output", str(out), "--runner", request.param,
+                   "--max_article_bytes", str(1 << 20)])
+    articles = {row["article_id"]: row for row in read_dataset(out / "articles")}
+    dead_letters = read_dataset(out / "deadletter")
+    return summary, articles, dead_letters, expected, out
+
+
+def test_every_input_is_one_article_row_or_one_dead_letter_row(result):
+    summary, articles, dead_letters, expected, _ = result
+    assert set(articles) == expected["articles"]
+    reasons = {}
+    for row in dead_letters:
+        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+    assert reasons == expected["dead_letter_reasons"]
+    assert len(articles) + len(dead_letters) == expected["records"]
+    assert summary["read"] == expected["records"]
+    assert summary["articles"] == len(articles)
+    assert summary["dead_letters"] == len(dead_letters)
+    assert summary["rows_written"] == {"articles": len(articles), "deadletter": len(dead_letters)}
+
+
+def test_languages_and_spans(result):
+    _, articles, _, _, _ = result
+    langs = {k: articles[k]["lang"] for k in articles}
+    assert langs["000_ec83a21fc30a0c64"] == "bn" and langs["001_b571461bb308729b"] == "bn"
+    assert langs["002_5280d6251c69819e"] == "en"
+    assert langs["003_f04efa01a059582a"] == "ar"
+    assert [s["lang"] for s in articles["003_f04efa01a059582a"]["lang_spans"]] == ["ar", "en"]
+    assert langs["json-1"] == "en" and langs["42"] == "fr" and langs["arr-1"] == "de"
+
+
+def test_exact_and_near_duplicates_and_stories(result):
+    _, articles, _, _, _ = result
+    copy = articles["copy_of_002"]
+    assert copy["is_duplicate"] and copy["duplicate_of"] == "002_5280d6251c69819e"
+    assert copy["dup_score"] == 1.0 and copy["story_id"] == "002_5280d6251c69819e"
+    rewrite = articles["rewrite_of_000"]
+    assert rewrite["is_duplicate"] and rewrite["duplicate_of"] == "000_ec83a21fc30a0c64"
+    assert 0.5 <= rewrite["dup_score"] < 1.0
+    assert rewrite["story_id"] == "000_ec83a21fc30a0c64"
+    for seed in ("000_ec83a21fc30a0c64", "001_b571461bb308729b", "002_5280d6251c69819e",
+                 "003_f04efa01a059582a"):
+        assert not articles[seed]["is_duplicate"] and articles[seed]["story_id"] == seed
+
+
+def test_dead_letters_carry_origin_offset_raw_bytes_and_reason(result):
+    _, _, dead_letters, _, _ = result
+    by_reason = {}
+    for row in dead_letters:
+        by_reason.setdefault(row["reason"], []).append(row)
+    broken = next(r for r in by_reason["malformed_json"] if r["origin"].endswith("feed.jsonl"))
+    assert broken["origin_offset"] == 3 and broken["byte_offset"] > 0
+    assert broken["raw"].startswith(b'{"id": "broken"')
+    huge = by_reason["too_large"][0]
+    assert huge["raw_size"] == 20_000_000 and huge["raw_truncated"]
+    assert len(huge["raw"]) == 64 << 10
+    assert by_reason["invalid_utf8"][0]["raw"] == "Café au lait".encode("latin-1")
+    assert all(row["error"] for row in dead_letters)
+
+
+def test_hive_layout_readable_by_duckdb_and_nothing_left_in_temp(result):
+    _, articles, _, _, out = result
+    partitions = {p.relative_to(out / "articles").as_posix()
+                  for p in (out / "articles").glob("dt=*/lang=*")}
+    assert "dt=2025-08-19/lang=en" in partitions  # json-1's publication day
+    counts = dict(duckdb.sql(
+        f"select lang, count(*) from read_parquet('{out}/articles/**/*.parquet', "
+        f"hive_partitioning=true) group by lang").fetchall())
+    assert sum(counts.values()) == len(articles) and counts["bn"] == 3
+    assert not list(out.glob("_temporary*"))
+    assert len(list((out / "_runs").glob("*.json"))) == 1
+
+
+def newsloom():
+    """The installed console command (pip install -e . puts it on PATH)."""
+    path = shutil.which("newsloom")
+    assert path, "the newsloom command is not installed: pip install -e '.[test]'"
+    return path
+
+
+def test_cli_runs_the_seeds_and_prints_the_summary(tmp_path):
+    done = subprocess.run([newsloom(), "run", "--output", str(tmp_path), "--run-id", "cli-test"],
+                          cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["run_id"] == "cli-test"
+    assert summary["articles_by_lang"] == {"ar": 1, "bn": 2, "en": 1}
+    assert (tmp_path / "_runs" / "cli-test.json").exists()
+
+
+def test_cli_help_explains_every_option():
+    done = subprocess.run([newsloom(), "run", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    for flag in ("--input", "--output", "--run_id", "--max_article_bytes",
+                 "--max_dead_letter_bytes", "--min_lang_confidence",
+                 "--near_duplicate_threshold", "--rows_per_file", "--parquet_compression",
+                 "--runner", "--direct_num_workers"):
+        assert flag in done.stdout
