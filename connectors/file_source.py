@@ -27,6 +27,9 @@ from connectors.records import (RejectedRecord, article_from_json, article_from_
                                 check_size, decode_text, new_article)
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, make_dead_letter
 
+# What ArticleFileParser.parse yields each record as.
+ARTICLE, DEAD_LETTER = "article", "dead_letter"
+
 # A .json file is parsed whole; larger inputs belong in JSON Lines.
 MAX_JSON_FILE_BYTES = 256 * 1024 * 1024
 SUPPORTED = (".txt", ".json", ".jsonl")
@@ -76,29 +79,34 @@ def expand_input(path: str) -> str:
     return path
 
 
-class ParseArticleFile(beam.DoFn):
-    """One matched file in, its articles out; rejects to the ``dead_letter`` output."""
+def is_input_file(path: str) -> bool:
+    return not os.path.basename(path).startswith((".", "_"))
+
+
+class ArticleFileParser:
+    """Parses one article file into ``(ARTICLE, article)`` and ``(DEAD_LETTER, row)`` pairs.
+
+    Plain Python, shared by the Beam file source and ``newsloom replay``.
+    """
 
     def __init__(self, ingested_at: datetime, max_article_bytes: int, max_dead_letter_bytes: int):
+        if max_article_bytes <= 0 or max_dead_letter_bytes < 0:
+            raise ValueError("max_article_bytes must be > 0 and max_dead_letter_bytes >= 0")
         self.ingested_at = ingested_at
         self.max_article_bytes = max_article_bytes
         self.max_dead_letter_bytes = max_dead_letter_bytes
 
     def _dead_letter(self, error: RejectedRecord, *, raw: bytes, raw_size: int, origin: str,
                      origin_offset: int, byte_offset=None):
-        return beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, make_dead_letter(
+        return DEAD_LETTER, make_dead_letter(
             reason=error.reason, error=str(error), origin=origin, origin_offset=origin_offset,
             byte_offset=byte_offset, article_id=error.article_id, raw=raw, raw_size=raw_size,
-            ingested_at=self.ingested_at, max_raw_bytes=self.max_dead_letter_bytes))
+            ingested_at=self.ingested_at, max_raw_bytes=self.max_dead_letter_bytes)
 
-    def process(self, readable: fileio.ReadableFile):
-        path = readable.metadata.path
-        if os.path.basename(path).startswith((".", "_")):
-            return
+    def parse(self, path: str, raw_stream: BinaryIO, size: int):
+        """Records of the file at ``path``, read from its (still compressed) ``raw_stream``."""
         kind, gzipped = file_kind(path)
-        stream = readable.open(compression_type=CompressionTypes.UNCOMPRESSED)
-        if gzipped:
-            stream = gzip.GzipFile(fileobj=stream)
+        stream = gzip.GzipFile(fileobj=raw_stream) if gzipped else raw_stream
         with stream:
             if kind == ".jsonl":
                 yield from self._jsonl(stream, path)
@@ -110,8 +118,7 @@ class ParseArticleFile(beam.DoFn):
                     RejectedRecord("unsupported_file",
                                    f"unknown file type {kind or '(none)'}; the file source reads "
                                    f"{', '.join(SUPPORTED)}, optionally gzipped"),
-                    raw=raw, raw_size=readable.metadata.size_in_bytes, origin=path,
-                    origin_offset=0)
+                    raw=raw, raw_size=size, origin=path, origin_offset=0)
 
     def _whole_file(self, stream: BinaryIO, path: str, kind: str):
         limit = self.max_article_bytes if kind == ".txt" else MAX_JSON_FILE_BYTES
@@ -121,7 +128,7 @@ class ParseArticleFile(beam.DoFn):
         try:
             check_size(size, limit, "file")
             if kind == ".txt":
-                yield new_article(body=decode_text(raw), article_id=article_id_from_path(path),
+                yield ARTICLE, new_article(body=decode_text(raw), article_id=article_id_from_path(path),
                                   origin=path, origin_offset=0, ingested_at=self.ingested_at,
                                   max_article_bytes=self.max_article_bytes)
                 return
@@ -136,7 +143,7 @@ class ParseArticleFile(beam.DoFn):
         records = document if isinstance(document, list) else [document]
         for index, record in enumerate(records):
             try:
-                yield article_from_json(record, origin=path, origin_offset=index,
+                yield ARTICLE, article_from_json(record, origin=path, origin_offset=index,
                                         ingested_at=self.ingested_at,
                                         max_article_bytes=self.max_article_bytes)
             except RejectedRecord as e:
@@ -150,12 +157,33 @@ class ParseArticleFile(beam.DoFn):
                 continue
             try:
                 check_size(size, self.max_article_bytes, "line")
-                yield article_from_json_bytes(
+                yield ARTICLE, article_from_json_bytes(
                     line, origin=path, origin_offset=number, ingested_at=self.ingested_at,
                     max_article_bytes=self.max_article_bytes)
             except RejectedRecord as e:
                 yield self._dead_letter(e, raw=line, raw_size=size, origin=path,
                                         origin_offset=number, byte_offset=offset)
+
+
+def read_article_files(path: str, parser: ArticleFileParser):
+    """Every record of the files at ``path`` (as ``ReadArticleFiles`` reads them), without Beam."""
+    for metadata in FileSystems.match([expand_input(path)])[0].metadata_list:
+        if is_input_file(metadata.path):
+            stream = FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED)
+            yield from parser.parse(metadata.path, stream, metadata.size_in_bytes)
+
+
+class _ParseArticleFileFn(beam.DoFn):
+    def __init__(self, parser: ArticleFileParser):
+        self.parser = parser
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        if not is_input_file(path):
+            return
+        stream = readable.open(compression_type=CompressionTypes.UNCOMPRESSED)
+        for kind, record in self.parser.parse(path, stream, readable.metadata.size_in_bytes):
+            yield record if kind == ARTICLE else beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, record)
 
 
 class ReadArticleFiles(beam.PTransform):
@@ -174,10 +202,9 @@ class ReadArticleFiles(beam.PTransform):
     def __init__(self, path: str, ingested_at: datetime, max_article_bytes: int,
                  max_dead_letter_bytes: int):
         super().__init__()
-        if max_article_bytes <= 0 or max_dead_letter_bytes < 0:
-            raise ValueError("max_article_bytes must be > 0 and max_dead_letter_bytes >= 0")
         self.pattern = expand_input(path)
-        self.parse = ParseArticleFile(ingested_at, max_article_bytes, max_dead_letter_bytes)
+        self.parse = _ParseArticleFileFn(
+            ArticleFileParser(ingested_at, max_article_bytes, max_dead_letter_bytes))
 
     def expand(self, pbegin):
         return (pbegin
