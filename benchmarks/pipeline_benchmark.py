@@ -64,7 +64,8 @@ def plain_loop(source: Path, out: Path) -> int:
     from connectors.records import article_from_json_bytes
     from pipeline.language import LanguageDetector, spans_as_rows
     from pipeline.minhash import MinHasher, jaccard, shingle_hashes
-    from pipeline.stories import (Member, Match, assign_stories, bucket_pairs, exact_matches,
+    from pipeline.find_duplicates import SKETCH_MARGIN
+    from pipeline.stories import (Member, Match, assign_stories, exact_matches, near_candidates,
                                   order_key, singleton)
     from pipeline.text import tokens
     from schemas.article import ARTICLE
@@ -82,16 +83,17 @@ def plain_loop(source: Path, out: Path) -> int:
             member = Member(a["article_id"], order_key(None, now, a["article_id"]))
             hashes = shingle_hashes(tokens(a["body"]))
             shingles[a["article_id"]] = hashes
-            buckets.setdefault(f"exact:{a['content_hash']}", []).append(member)
-            for band in hasher.band_keys(hasher.signature(hashes)):
-                buckets.setdefault(f"near:{a['lang']}:{band}", []).append(member)
+            signature = hasher.signature(hashes)
+            buckets.setdefault(f"exact:{a['content_hash']}", {})[member] = b""
+            for band in hasher.band_keys(signature):
+                buckets.setdefault(f"near:{a['lang']}:{band}", {})[member] = hasher.sketch(signature)
             articles.append(a)
     matches, seen = [], set()
     for key, members in buckets.items():
         if key.startswith("exact"):
             matches.extend(exact_matches(members))
             continue
-        for earlier, later in bucket_pairs(members, 100):
+        for later, earlier in near_candidates(members, 50, 0.5 - SKETCH_MARGIN):
             pair = (later.article_id, earlier.article_id)
             if pair not in seen:
                 seen.add(pair)

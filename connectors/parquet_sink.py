@@ -9,14 +9,15 @@ Why not ``fileio.WriteToFiles``: on the local filesystem its final rename does
 not create the partition folder, and Beam then leaves the files in its temp
 folder while reporting success. Here every file is written under
 ``OUTPUT/_temporary-<run>/`` and moved into place after its partition folder
-is made, so a file in the dataset is always complete, and the step outputs
-``(path, rows)`` for each file it finalised, which the run summary adds up.
+is made, so a file in the dataset is always complete, and the step outputs a
+``SinkResult`` for each file it finalised, which the run summary adds up.
 """
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 from urllib.parse import quote
 
 import apache_beam as beam
@@ -28,6 +29,15 @@ from schemas.record import RecordSchema
 
 Row = Dict[str, Any]
 Partitioner = Callable[[Row], List[Tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class SinkResult:
+    """What one write did: a finalised file and its rows, or rows already in the dataset."""
+
+    path: Optional[str]
+    rows: int
+    already_present: int = 0
 
 
 def day_of(moment: datetime) -> str:
@@ -57,8 +67,9 @@ def _make_dirs(path: str) -> None:
 class _WriteParquetFile(beam.DoFn):
     def __init__(self, dataset_path: str, temp_dir: str, schema: RecordSchema,
                  partition_columns: Tuple[str, ...], sort_by: Tuple[str, ...], run_id: str,
-                 rows_per_file: int, compression: str):
+                 rows_per_file: int, compression: str, unique_key: Optional[str]):
         self.rows_per_file = rows_per_file
+        self.unique_key = unique_key
         self.dataset_path = dataset_path
         self.temp_dir = temp_dir
         self.schema = schema
@@ -67,13 +78,28 @@ class _WriteParquetFile(beam.DoFn):
         self.run_id = run_id
         self.compression = compression
 
+    def _existing_keys(self, folder: str) -> Set[Any]:
+        pattern = FileSystems.join(folder, "*.parquet")
+        keys: Set[Any] = set()
+        for metadata in FileSystems.match([pattern])[0].metadata_list:
+            with FileSystems.open(metadata.path) as stream:
+                keys.update(pq.read_table(stream, columns=[self.unique_key])
+                            .column(0).to_pylist())
+        return keys
+
     def process(self, group: Tuple[str, Iterable[Row]]):
         partition, rows = group
         rows = sorted(rows, key=lambda r: tuple(str(r.get(k)) for k in self.sort_by))
+        if self.unique_key:
+            existing = self._existing_keys(FileSystems.join(self.dataset_path, partition))
+            fresh = [r for r in rows if r[self.unique_key] not in existing]
+            if len(fresh) < len(rows):
+                yield SinkResult(None, 0, already_present=len(rows) - len(fresh))
+            rows = fresh
         for start in range(0, len(rows), self.rows_per_file):
             yield self._write(partition, rows[start:start + self.rows_per_file])
 
-    def _write(self, partition: str, rows: List[Row]) -> Tuple[str, int]:
+    def _write(self, partition: str, rows: List[Row]) -> SinkResult:
         table = pa.Table.from_pylist(rows, schema=self.schema.arrow_schema(
             drop=self.partition_columns))
         # The name depends only on the rows, so a retried batch replaces its file.
@@ -88,7 +114,7 @@ class _WriteParquetFile(beam.DoFn):
         if FileSystems.exists(final):
             FileSystems.delete([final])
         FileSystems.rename([temp], [final])
-        return final, len(rows)
+        return SinkResult(final, len(rows))
 
 
 class ParquetPartitionSink(beam.PTransform):
@@ -111,11 +137,15 @@ class ParquetPartitionSink(beam.PTransform):
         run_id: stamped in every file name.
         rows_per_file: the most rows in one file.
         compression: Parquet codec (zstd, snappy, gzip, none).
+        unique_key: if set, a row whose key is already in a file of its
+            partition is not written again (reported as ``already_present``),
+            so re-reading input after a crash or a rerun adds no duplicate rows.
     """
 
     def __init__(self, output: str, name: str, schema: RecordSchema, partition_of: Partitioner,
                  partition_columns: Tuple[str, ...], sort_by: Tuple[str, ...], run_id: str,
-                 rows_per_file: int = 50_000, compression: str = "zstd"):
+                 rows_per_file: int = 50_000, compression: str = "zstd",
+                 unique_key: Optional[str] = None):
         super().__init__()
         if rows_per_file < 1:
             raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
@@ -124,7 +154,7 @@ class ParquetPartitionSink(beam.PTransform):
         self.partition_of = partition_of
         self.write = _WriteParquetFile(
             FileSystems.join(output, name), temporary_dir(output, run_id), schema,
-            partition_columns, sort_by, run_id, rows_per_file, compression)
+            partition_columns, sort_by, run_id, rows_per_file, compression, unique_key)
 
     def expand(self, rows):
         partition_of = self.partition_of

@@ -5,7 +5,7 @@ import json
 import sys
 from typing import List, Optional
 
-from pipeline.options import DEFAULT_RUNNER, NewsloomOptions
+from pipeline.options import DEFAULT_INPUT, DEFAULT_RUNNER, NewsloomOptions
 
 BEAM_OPTIONS_HELP = f"""\
 Any other flag is passed to Apache Beam as a pipeline option, for example:
@@ -25,6 +25,23 @@ def _run_command(argv: List[str]) -> int:
     return 0
 
 
+def _replay_command(args: argparse.Namespace) -> int:
+    from connectors.replay import replay
+    report = replay(args.input, args.bootstrap_servers, args.topic, partitions=args.partitions,
+                    rate=args.rate, loop=args.loop, timestamps=args.timestamps,
+                    client_config=json.loads(args.kafka_config),
+                    max_messages=args.max_messages)
+    print(json.dumps({"sent": report.sent, "skipped": report.skipped}))
+    return 0
+
+
+def _broker_command(args: argparse.Namespace) -> int:
+    from connectors.local_kafka import main as broker_main
+    broker_main((["--version", args.version] if args.version else [])
+                + (["--port", str(args.port)] if args.port else []))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="newsloom",
@@ -39,6 +56,40 @@ def build_parser() -> argparse.ArgumentParser:
                     "and the run summary OUTPUT/_runs/<run_id>.json, which is also printed.",
         epilog=BEAM_OPTIONS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     NewsloomOptions._add_argparse_args(run_parser)
+
+    replay_parser = commands.add_parser(
+        "replay", help="publish article files into a Kafka topic as a test stream",
+        description="Publishes what the file source reads (the seed folder by default) as one "
+                    "JSON message per article, keyed by article id; creates the topic if "
+                    "missing.")
+    replay_parser.add_argument("input", nargs="?", default=DEFAULT_INPUT,
+                               help="a file, directory or glob (default: the bundled seeds/)")
+    replay_parser.add_argument("--bootstrap-servers", "--bootstrap_servers", required=True,
+                               dest="bootstrap_servers", help="host:port[,host:port...]")
+    replay_parser.add_argument("--topic", required=True)
+    replay_parser.add_argument("--partitions", type=int, default=3,
+                               help="partitions of the topic if it is created (default: 3)")
+    replay_parser.add_argument("--rate", type=float, default=None,
+                               help="messages per second (default: as fast as possible)")
+    replay_parser.add_argument("--loop", action="store_true",
+                               help="repeat until stopped; later rounds get ids suffixed ~N")
+    replay_parser.add_argument("--max-messages", "--max_messages", type=int, default=None,
+                               dest="max_messages", help="stop after this many messages")
+    replay_parser.add_argument("--timestamps", default="record",
+                               help="message timestamps: record (publication time, else now), "
+                                    "now, or spread:SECONDS (evenly over the last SECONDS)")
+    replay_parser.add_argument("--kafka-config", "--kafka_config", default="{}",
+                               dest="kafka_config",
+                               help="JSON object of kafka-python client settings")
+
+    broker_parser = commands.add_parser(
+        "broker", help="run a local single-node Kafka broker for development (needs Java 17, "
+                       "Maven)",
+        description="Fetches Apache Kafka from Maven Central (cached), starts a KRaft broker "
+                    "on 127.0.0.1 and prints its address; Ctrl-C stops it.")
+    broker_parser.add_argument("--port", type=int, default=None)
+    broker_parser.add_argument("--version", default=None,
+                               help="Kafka version (default: the tested one)")
     return parser
 
 
@@ -47,7 +98,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, _ = build_parser().parse_known_args(argv)
     if args.command == "run":
         return _run_command(argv[1:])
-    return 2
+    if args.command == "replay":
+        return _replay_command(args)
+    return _broker_command(args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ How (no all-pairs comparison anywhere):
    signature, and is put in candidate buckets: one per content hash (exact
    copies) and one per LSH band within its language (near copies).
 2. ``PairCandidates``: members of a bucket are paired (at most
-   ``max_partners`` earlier partners each); exact buckets match at once.
+   ``max_partners`` earlier partners each) when their 8-bit MinHash sketches
+   estimate a similarity near the threshold; exact buckets match at once.
 3. ``VerifyPairs``: each near pair is checked with the exact Jaccard of the
    two shingle sets, joined in by article id; pairs at or over ``threshold``
    match.
@@ -18,26 +19,30 @@ an article joins, and ``VerifyPairs`` scores a pair; a cross-language layer
 adds its own keys (embedding LSH) and its own score, and the union-find in
 ``AssignStories`` joins whatever matches it is given.
 
-Memory: buckets hold only ids and order keys; shingle sets travel once per
-candidate pair. ``AssignStories`` gathers all matches on one worker (about
+Memory: buckets hold ids, order keys and a 120-byte sketch per article;
+shingle sets travel once per candidate pair that the sketches let through. ``AssignStories`` gathers all matches on one worker (about
 100 bytes each), which bounds a batch run by its number of matched articles;
 the streaming form with state expiring in event time is the next layer's job.
 """
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
 
 from pipeline.minhash import MinHasher, jaccard, shingle_hashes
-from pipeline.stories import (Match, Member, assign_stories, bucket_pairs, exact_matches,
+from pipeline.stories import (Match, Member, assign_stories, exact_matches, near_candidates,
                               order_key, singleton)
 from pipeline.text import tokens
 from schemas.article import Article
 
 EXACT = "exact"
 NEAR = "near"
+# Near pairs go on to the exact Jaccard check only if their 8-bit sketch
+# estimate is within this margin of the threshold: about 2 standard errors,
+# so templated articles that share a bucket but not their text stop here.
+SKETCH_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -54,12 +59,12 @@ def member_of(article: Article) -> Member:
                             article["article_id"]))
 
 
-def candidate_keys(fingerprint: Fingerprint, shingles: np.ndarray,
+def candidate_keys(fingerprint: Fingerprint, signature: Optional[np.ndarray],
                    minhasher: MinHasher) -> Iterator[str]:
     """The buckets an article joins: its content hash, and its LSH bands in its language."""
     yield f"{EXACT}:{fingerprint.content_hash}"
-    if shingles.size:
-        for band in minhasher.band_keys(minhasher.signature(shingles)):
+    if signature is not None:
+        for band in minhasher.band_keys(signature):
             yield f"{NEAR}:{fingerprint.lang}:{band}"
 
 
@@ -80,18 +85,23 @@ class _FingerprintFn(beam.DoFn):
         fingerprint = Fingerprint(member_of(article), article["lang"],
                                   article["content_hash"], shingles.tobytes())
         yield fingerprint.member.article_id, fingerprint
-        for key in candidate_keys(fingerprint, shingles, self.minhasher):
-            yield beam.pvalue.TaggedOutput(self.BUCKETS, (key, fingerprint.member))
+        signature = self.minhasher.signature(shingles) if shingles.size else None
+        sketch = MinHasher.sketch(signature) if signature is not None else b""
+        for key in candidate_keys(fingerprint, signature, self.minhasher):
+            yield beam.pvalue.TaggedOutput(self.BUCKETS, (key, (fingerprint.member, sketch)))
 
 
-def _pair_bucket(bucket: Tuple[str, Iterable[Member]], max_partners: int):
-    key, members = bucket
+def _pair_bucket(bucket: Tuple[str, Iterable[Tuple[Member, bytes]]], max_partners: int,
+                 min_estimate: float):
+    """Exact matches, or near-candidate pairs whose sketch estimate reaches ``min_estimate``."""
+    key, entries = bucket
+    sketches = dict(entries)
     if key.startswith(EXACT):
-        for match in exact_matches(members):
+        for match in exact_matches(sketches):
             yield beam.pvalue.TaggedOutput(EXACT, match)
-    else:
-        for earlier, later in bucket_pairs(members, max_partners):
-            yield (later.article_id, earlier.article_id), (later, earlier)
+        return
+    for later, earlier in near_candidates(sketches, max_partners, min_estimate):
+        yield (later.article_id, earlier.article_id), (later, earlier)
 
 
 class VerifyPairs(beam.PTransform):
@@ -147,7 +157,7 @@ class FindDuplicates(beam.PTransform):
     """
 
     def __init__(self, threshold: float = 0.5, shingle_size: int = 3, bands: int = 40,
-                 rows: int = 3, max_partners: int = 100):
+                 rows: int = 3, max_partners: int = 50):
         super().__init__()
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -164,7 +174,8 @@ class FindDuplicates(beam.PTransform):
         paired = (fingerprinted[_FingerprintFn.BUCKETS]
                   | "GroupBuckets" >> beam.GroupByKey()
                   | "PairCandidates" >> beam.FlatMap(
-                      _pair_bucket, self.max_partners).with_outputs(EXACT, main="pairs"))
+                      _pair_bucket, self.max_partners,
+                      self.threshold - SKETCH_MARGIN).with_outputs(EXACT, main="pairs"))
         near = (paired.pairs
                 | "OnePerPair" >> beam.CombinePerKey(lambda pairs: next(iter(pairs)))
                 | "VerifyPairs" >> VerifyPairs(fingerprinted.fingerprints, self.threshold))

@@ -1,8 +1,9 @@
 """The newsloom pipeline graph, assembled in one readable ``run()``.
 
-    files ─ ReadArticleFiles ─ DropRepeatedIds ─ DetectLanguage ─ FindDuplicates ─ WriteArticles
-                 └──────────────────┴──── dead letters ───────────────────────── WriteDeadLetters
-                                                                 all counts ─── WriteRunSummary
+    files or Kafka ─ DropRepeatedIds ─ DetectLanguage ─ FindDuplicates ─ WriteArticles
+          └─────────────────┴──── dead letters ──────────────────────── WriteDeadLetters
+                                                         all counts ─── WriteRunSummary
+                                       (Kafka) offsets, once written ─── CommitOffsets
 """
 
 from datetime import datetime, timezone
@@ -11,12 +12,15 @@ from typing import Any, Dict, List, Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+import json
+
 from connectors.file_source import ReadArticleFiles
+from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
 from connectors.parquet_sink import ParquetPartitionSink, day_of
 from pipeline.detect_language import DetectLanguage
 from pipeline.drop_repeated_ids import DropRepeatedIds
 from pipeline.find_duplicates import FindDuplicates
-from pipeline.options import NewsloomOptions, new_run_id, with_default_runner
+from pipeline.options import NewsloomOptions, new_run_id, normalise_argv
 from pipeline.run_summary import WriteRunSummary, read_summary
 from schemas import article as article_schema
 from schemas import dead_letter as dead_letter_schema
@@ -33,17 +37,28 @@ def dead_letter_partition(dead_letter):
     return [("dt", day_of(dead_letter["ingested_at"]))]
 
 
+def kafka_spec(opts: NewsloomOptions) -> KafkaSpec:
+    return KafkaSpec(bootstrap_servers=opts.kafka_bootstrap_servers, topic=opts.topic,
+                     group_id=opts.group_id, start=opts.start, stop=opts.stop,
+                     client_config=json.loads(opts.kafka_config))
+
+
 def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """Runs newsloom with command-line style ``argv``; returns the run summary."""
-    options = PipelineOptions(with_default_runner(argv))
+    options = PipelineOptions(normalise_argv(argv))
     opts = options.view_as(NewsloomOptions)
     started_at = datetime.now(timezone.utc)
     run_id = opts.run_id or new_run_id(started_at)
+    kafka = kafka_spec(opts) if opts.kafka_bootstrap_servers else None
 
     with beam.Pipeline(options=options) as p:
-        read = p | "ReadArticleFiles" >> ReadArticleFiles(
-            opts.input, ingested_at=started_at, max_article_bytes=opts.max_article_bytes,
-            max_dead_letter_bytes=opts.max_dead_letter_bytes)
+        if kafka:
+            read = p | "ReadKafkaArticles" >> ReadKafkaArticles(
+                kafka, opts.max_article_bytes, opts.max_dead_letter_bytes)
+        else:
+            read = p | "ReadArticleFiles" >> ReadArticleFiles(
+                opts.input, ingested_at=started_at, max_article_bytes=opts.max_article_bytes,
+                max_dead_letter_bytes=opts.max_dead_letter_bytes)
         unique = read.articles | "DropRepeatedIds" >> DropRepeatedIds(opts.max_dead_letter_bytes)
         articles = (unique.articles
                     | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
@@ -54,7 +69,8 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         written_articles = articles | "WriteArticles" >> ParquetPartitionSink(
             opts.output, "articles", article_schema.ARTICLE, article_partition,
             article_schema.PARTITION_COLUMNS, sort_by=("article_id",), run_id=run_id,
-            rows_per_file=opts.rows_per_file, compression=opts.parquet_compression)
+            rows_per_file=opts.rows_per_file, compression=opts.parquet_compression,
+            unique_key="article_id")
         written_dead_letters = dead_letters | "WriteDeadLetters" >> ParquetPartitionSink(
             opts.output, "deadletter", dead_letter_schema.DEAD_LETTER, dead_letter_partition,
             dead_letter_schema.PARTITION_COLUMNS, sort_by=("origin", "origin_offset"),
@@ -65,5 +81,11 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
               "written_articles": written_articles,
               "written_dead_letters": written_dead_letters}
              | "WriteRunSummary" >> WriteRunSummary(opts.output, run_id, started_at))
+        if kafka and kafka.group_id:
+            written = ((written_articles, written_dead_letters)
+                       | "AllWritten" >> beam.Flatten())
+            _ = ((read.articles, read[DEAD_LETTER_OUTPUT])
+                 | "AllRead" >> beam.Flatten()
+                 | "CommitOffsets" >> CommitOffsets(kafka, written))
 
     return read_summary(opts.output, run_id)

@@ -28,7 +28,29 @@ class NewsloomOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         _flag(parser, "input", default=DEFAULT_INPUT,
               help="article files to read: a file, a directory (every file below it) or a "
-                   "glob, on any filesystem Beam knows (default: the bundled seeds/)")
+                   "glob, on any filesystem Beam knows (default: the bundled seeds/; "
+                   "ignored when --bootstrap_servers is given)")
+        # Beam's KafkaStreamsRunnerOptions already owns --bootstrap_servers, so
+        # newsloom's is --bootstrap-servers / --kafka_bootstrap_servers (see below).
+        parser.add_argument(
+            "--bootstrap-servers", "--kafka_bootstrap_servers", dest="kafka_bootstrap_servers",
+            default=None,
+            help="read Kafka instead of files: the brokers, host:port[,host:port...]")
+        _flag(parser, "topic", default=None, help="the Kafka topic of articles (JSON values)")
+        _flag(parser, "group_id", default=None,
+              help="the Kafka consumer group whose offsets --start=committed reads and that "
+                   "newsloom commits after the rows are written")
+        _flag(parser, "start", default="committed",
+              help="where each partition starts: committed (the group's offsets, else the "
+                   "earliest), earliest, latest, or a time (ISO 8601 or epoch ms) "
+                   "(default: committed)")
+        _flag(parser, "stop", default="end",
+              help="when the read ends: end (the end offsets seen at start), never "
+                   "(streaming), N (messages per partition) or Ns (seconds) (default: end)")
+        _flag(parser, "kafka_config", default="{}",
+              help="JSON object of kafka-python client settings passed through as they are, "
+                   'e.g. \'{"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", '
+                   '"sasl_plain_username": "u", "sasl_plain_password": "p"}\'')
         _flag(parser, "output", default="out",
               help="output folder: articles/, deadletter/ and _runs/ go below it (default: out)")
         _flag(parser, "run_id", default=None,
@@ -52,9 +74,15 @@ class NewsloomOptions(PipelineOptions):
               help="Parquet codec (default: zstd)")
 
 
-def with_default_runner(argv: Optional[List[str]]) -> List[str]:
-    """``argv`` with ``--runner=FnApiRunner`` added unless a runner is named."""
-    argv = list(argv or [])
+def normalise_argv(argv: Optional[List[str]]) -> List[str]:
+    """``argv`` with newsloom's defaults and spellings applied.
+
+    Adds ``--runner=FnApiRunner`` unless a runner is named, and reads
+    ``--bootstrap_servers`` as newsloom's Kafka brokers rather than as the
+    Kafka Streams runner's option of that name.
+    """
+    argv = [a.replace("--bootstrap_servers", "--kafka_bootstrap_servers", 1)
+            if a.split("=")[0] == "--bootstrap_servers" else a for a in (argv or [])]
     if not any(a == "--runner" or a.startswith("--runner=") for a in argv):
         argv.append(f"--runner={DEFAULT_RUNNER}")
     return argv

@@ -2,7 +2,8 @@
 
 Counts come from the rows themselves (not from metrics, which not every runner
 reports), so the summary's reconciliation is a fact about the output:
-``read == articles + dead_letters``, and the rows written to Parquet equal them.
+``read == articles + dead_letters``, and each of those is either written to
+Parquet now or already there from an earlier run (``rows_already_present``).
 """
 
 import json
@@ -47,6 +48,7 @@ def summarize(counts: Dict[Event, int], run_id: str, started_at: datetime,
         "articles_by_lang": group("lang"),
         "dead_letters_by_reason": group("dead_letter"),
         "rows_written": group("rows_written"),
+        "rows_already_present": group("rows_already_present"),
         "files_written": group("files_written"),
     }
 
@@ -55,7 +57,7 @@ class WriteRunSummary(beam.PTransform):
     """Counts the run's rows and writes the summary JSON; removes the run's temporary folder.
 
     Input: ``{"articles": ..., "dead_letters": ..., "written_articles": ...,
-    "written_dead_letters": ...}``, the last two being the sinks' ``(path, rows)``.
+    "written_dead_letters": ...}``, the last two being the sinks' ``SinkResult``s.
     """
 
     def __init__(self, output: str, run_id: str, started_at: datetime):
@@ -66,9 +68,12 @@ class WriteRunSummary(beam.PTransform):
 
     def expand(self, pcolls):
         def written(dataset):
-            def events(path_rows):
-                yield ("rows_written", dataset), path_rows[1]
-                yield ("files_written", dataset), 1
+            def events(result):
+                if result.path:
+                    yield ("rows_written", dataset), result.rows
+                    yield ("files_written", dataset), 1
+                if result.already_present:
+                    yield ("rows_already_present", dataset), result.already_present
             return events
 
         events = (

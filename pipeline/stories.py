@@ -10,7 +10,9 @@ article it matches best.
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from pipeline.minhash import estimated_jaccards
 
 OrderKey = Tuple[int, int, str]
 
@@ -51,19 +53,34 @@ def order_key(published_at: Optional[datetime], ingested_at: datetime,
     return (_micros(effective), _micros(ingested_at), article_id)
 
 
-def bucket_pairs(members: Iterable[Member], max_partners: int) -> Iterator[Tuple[Member, Member]]:
-    """(earlier, later) candidate pairs within one bucket.
+def bucket_partners(members: Iterable[Member],
+                    max_partners: int) -> Iterator[Tuple[Member, List[Member]]]:
+    """Each member of a bucket with the earlier members it should be compared with.
 
-    Each member is paired with at most ``max_partners`` of the earliest members,
-    so a bucket that grows large (boilerplate shared by thousands of articles)
-    costs O(n * max_partners) instead of O(n**2). Members with the same id (one
+    Each member gets at most ``max_partners`` of the earliest members, so a
+    bucket that grows large (boilerplate shared by thousands of articles) costs
+    O(n * max_partners) instead of O(n**2). Members with the same id (one
     article seen twice) are not paired.
     """
     ordered = sorted(set(members), key=lambda m: m.order)
     for i, later in enumerate(ordered):
-        for earlier in ordered[:min(i, max_partners)]:
-            if earlier.article_id != later.article_id:
-                yield earlier, later
+        partners = [m for m in ordered[:min(i, max_partners)] if m.article_id != later.article_id]
+        if partners:
+            yield later, partners
+
+
+def near_candidates(sketches: Dict[Member, bytes], max_partners: int,
+                    min_estimate: float) -> Iterator[Tuple[Member, Member]]:
+    """(later, earlier) pairs of a near-duplicate bucket worth an exact check.
+
+    ``sketches`` maps each member to its 8-bit MinHash sketch; a pair goes on
+    only when the sketches estimate a Jaccard similarity of ``min_estimate`` or more.
+    """
+    for later, partners in bucket_partners(sketches, max_partners):
+        estimates = estimated_jaccards(sketches[later], [sketches[p] for p in partners])
+        for earlier, estimate in zip(partners, estimates):
+            if estimate >= min_estimate:
+                yield later, earlier
 
 
 class _UnionFind:

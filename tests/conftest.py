@@ -88,3 +88,11 @@ def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
     expected = build_corpus(folder)
     return folder, expected
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """A real single-node Kafka broker (KRaft) on 127.0.0.1, fetched from Maven Central."""
+    from connectors.local_kafka import LocalKafkaBroker
+    with LocalKafkaBroker() as broker:
+        yield broker

@@ -28,7 +28,7 @@ def test_every_row_lands_in_its_partition(tmp_path, runner):
                                           lambda r: [("dt", day_of(r["ingested_at"]))],
                                           PARTITION_COLUMNS, sort_by=("origin", "origin_offset"),
                                           run_id="t", rows_per_file=7)
-                   | beam.Map(lambda path_rows: path_rows[1])
+                   | beam.Map(lambda result: result.rows)
                    | beam.CombineGlobally(sum))
         written | beam.Map(lambda total: assert_equal(total, 1000))
     table = ds.dataset(tmp_path / "deadletter", partitioning="hive").to_table()

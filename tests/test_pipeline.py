@@ -39,6 +39,7 @@ def test_every_input_is_one_article_row_or_one_dead_letter_row(result):
     assert summary["articles"] == len(articles)
     assert summary["dead_letters"] == len(dead_letters)
     assert summary["rows_written"] == {"articles": len(articles), "deadletter": len(dead_letters)}
+    assert summary["rows_already_present"] == {}
 
 
 def test_languages_and_spans(result):

@@ -1,5 +1,8 @@
-from pipeline.stories import (Match, Member, assign_stories, bucket_pairs, exact_matches,
-                              order_key, singleton)
+import numpy as np
+
+from pipeline.minhash import MinHasher, shingle_hashes
+from pipeline.stories import (Match, Member, assign_stories, bucket_partners, exact_matches,
+                              near_candidates, order_key, singleton)
 
 
 def member(article_id, t):
@@ -39,12 +42,25 @@ def test_order_key_prefers_publication_time_then_id():
     assert order_key(None, late, "a") < order_key(None, late, "b")
 
 
-def test_bucket_pairs_cap_partners_and_skip_same_id():
+def test_bucket_partners_cap_partners_and_skip_same_id():
     members = [member(str(i), i) for i in range(10)] + [member("0", 0)]
-    pairs = list(bucket_pairs(members, max_partners=3))
-    assert all(earlier.order < later.order for earlier, later in pairs)
-    assert len(pairs) == 0 + 1 + 2 + 3 * 7
-    assert all(earlier.article_id in {"0", "1", "2"} for earlier, _ in pairs)
+    partners = dict(bucket_partners(members, max_partners=3))
+    assert sum(len(p) for p in partners.values()) == 1 + 2 + 3 * 7
+    assert all(p.order < later.order for later, ps in partners.items() for p in ps)
+    assert {p.article_id for ps in partners.values() for p in ps} == {"0", "1", "2"}
+
+
+def test_near_candidates_keep_similar_pairs_and_drop_templated_ones():
+    hasher = MinHasher()
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in rng.integers(0, 10**6, 400)]
+    texts = {"base": words, "edited": words[:340] + ["x"] * 60,
+             "other": [f"v{i}" for i in range(400)]}
+    sketches = {member(name, t): hasher.sketch(hasher.signature(shingle_hashes(ws)))
+                for t, (name, ws) in enumerate(texts.items())}
+    pairs = {(later.article_id, earlier.article_id)
+             for later, earlier in near_candidates(sketches, 10, min_estimate=0.4)}
+    assert pairs == {("edited", "base")}
 
 
 def test_exact_bucket_matches_everything_to_the_earliest():
