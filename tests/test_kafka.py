@@ -173,3 +173,25 @@ def test_start_and_stop_settings_are_checked():
         KafkaSpec("127.0.0.1:1", "t", start="committed")  # committed needs a group
     with pytest.raises(ValueError):
         KafkaSpec("127.0.0.1:1", "t", group_id="g", start="whenever")
+
+
+def test_replay_command_publishes_the_seeds_with_spread_timestamps(kafka_broker):
+    import shutil
+    import subprocess
+    topic = fresh_topic()
+    done = subprocess.run(
+        [shutil.which("newsloom"), "replay", "--bootstrap-servers", kafka_broker.bootstrap_servers,
+         "--topic", topic, "--partitions", "2", "--rate", "20", "--timestamps", "spread:60"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"sent": 4, "skipped": 0}
+    assert "4 sent" in done.stderr  # the progress line's final count
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    consumer.subscribe([topic])
+    messages = list(consumer)
+    consumer.close()
+    assert sorted(m.key.decode() for m in messages) == sorted(p.stem for p in SEEDS.glob("*.txt"))
+    stamps = sorted(m.timestamp for m in messages)
+    assert 59_000 <= stamps[-1] - stamps[0] <= 61_000
+    assert all(json.loads(m.value)["body"] for m in messages)
