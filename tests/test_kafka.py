@@ -195,3 +195,34 @@ def test_replay_command_publishes_the_seeds_with_spread_timestamps(kafka_broker)
     stamps = sorted(m.timestamp for m in messages)
     assert 59_000 <= stamps[-1] - stamps[0] <= 61_000
     assert all(json.loads(m.value)["body"] for m in messages)
+
+
+def test_start_positions_and_stop_limits_plan_the_right_offsets(kafka_broker):
+    from connectors.kafka_source import plan_partitions
+    topic = fresh_topic()
+    kafka_broker.create_topic(topic, partitions=1)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
+    base = 1_700_000_000_000
+    for i in range(10):
+        producer.send(topic, value=b"{}", timestamp_ms=base + i * 1000)
+    producer.flush()
+    producer.close()
+
+    def plan(**settings):
+        spec = KafkaSpec(kafka_broker.bootstrap_servers, topic,
+                         client_config={"client_id": "newsloom-test"}, **settings)
+        consumer = spec.consumer()
+        try:
+            (only,) = plan_partitions(spec, consumer, now=1000.0)
+            return only
+        finally:
+            consumer.close()
+
+    assert (plan(start="earliest").start, plan(start="earliest").stop) == (0, 10)
+    assert (plan(start="latest").start, plan(start="latest").stop) == (10, 10)
+    assert plan(start=str(base + 4500)).start == 5  # first message at or after the time
+    assert plan(start="earliest", stop="3").stop == 3
+    assert plan(start="earliest", stop="never").stop == 2**63 - 1
+    timed = plan(start="earliest", stop="30s")
+    assert timed.deadline == 1030.0
+    assert plan(start="committed", group_id="nobody-yet").start == 0
