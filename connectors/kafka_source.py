@@ -257,9 +257,14 @@ class ReadPartitionFn(beam.DoFn):
             return False
 
 
-@beam.DoFn.unbounded_per_element()
 class _ReadUnboundedPartitionFn(ReadPartitionFn):
     """The same reader, declared unbounded for ``stop=never`` (streaming runners)."""
+
+    @beam.DoFn.unbounded_per_element()
+    def process(self, element: PartitionRead,
+                tracker=beam.DoFn.RestrictionParam(_PartitionRestrictions()),
+                watermark_estimator=beam.DoFn.WatermarkEstimatorParam(_WatermarkFromMessages())):
+        yield from super().process(element, tracker, watermark_estimator)
 
 
 class ParseMessagesFn(beam.DoFn):

@@ -226,3 +226,13 @@ def test_start_positions_and_stop_limits_plan_the_right_offsets(kafka_broker):
     timed = plan(start="earliest", stop="30s")
     assert timed.deadline == 1030.0
     assert plan(start="committed", group_id="nobody-yet").start == 0
+
+
+@pytest.mark.parametrize("stop,bounded", [("end", True), ("100", True), ("never", False)])
+def test_stop_never_makes_an_unbounded_read(stop, bounded):
+    import apache_beam as beam
+    from connectors.kafka_source import ReadKafkaArticles
+    p = beam.Pipeline()
+    read = p | ReadKafkaArticles(KafkaSpec("127.0.0.1:1", "t", start="earliest", stop=stop),
+                                 1 << 20, 1024)
+    assert read.articles.is_bounded is bounded
