@@ -299,6 +299,22 @@ class ParseMessagesFn(beam.DoFn):
         yield article
 
 
+class ReadKafkaMessages(beam.PTransform):
+    """Reads a topic's raw messages as ``KafkaMessage`` elements stamped with their times."""
+
+    def __init__(self, spec: KafkaSpec):
+        super().__init__()
+        self.spec = spec
+
+    def expand(self, pbegin):
+        reader = _ReadUnboundedPartitionFn if self.spec.unbounded else ReadPartitionFn
+        return (pbegin
+                | "Impulse" >> beam.Impulse()
+                | "PlanPartitions" >> beam.ParDo(_PlanPartitionsFn(self.spec))
+                | "SpreadPartitions" >> beam.Reshuffle()
+                | "ReadPartitions" >> beam.ParDo(reader(self.spec)))
+
+
 class ReadKafkaArticles(beam.PTransform):
     """Reads articles from a Kafka topic.
 
@@ -313,12 +329,8 @@ class ReadKafkaArticles(beam.PTransform):
         self.parse = ParseMessagesFn(max_article_bytes, max_dead_letter_bytes)
 
     def expand(self, pbegin):
-        reader = _ReadUnboundedPartitionFn if self.spec.unbounded else ReadPartitionFn
         return (pbegin
-                | "Impulse" >> beam.Impulse()
-                | "PlanPartitions" >> beam.ParDo(_PlanPartitionsFn(self.spec))
-                | "SpreadPartitions" >> beam.Reshuffle()
-                | "ReadPartitions" >> beam.ParDo(reader(self.spec))
+                | "ReadMessages" >> ReadKafkaMessages(self.spec)
                 | "ParseMessages" >> beam.ParDo(self.parse).with_outputs(
                     DEAD_LETTER_OUTPUT, main="articles"))
 

