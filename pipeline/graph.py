@@ -1,6 +1,7 @@
 """The newsloom pipeline graph, assembled in one readable ``run()``.
 
     files or Kafka ─ DropRepeatedIds ─ DetectLanguage ─ FindDuplicates ─ WriteArticles
+          │                 │                                       └─ SummarizeStories ─ WriteStories
           └─────────────────┴──── dead letters ──────────────────────── WriteDeadLetters
                                                          all counts ─── WriteRunSummary
                                        (Kafka) offsets, once written ─── CommitOffsets
@@ -22,8 +23,10 @@ from pipeline.drop_repeated_ids import DropRepeatedIds
 from pipeline.find_duplicates import FindDuplicates
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv
 from pipeline.run_summary import WriteRunSummary, read_summary
+from pipeline.story_table import SummarizeStories
 from schemas import article as article_schema
 from schemas import dead_letter as dead_letter_schema
+from schemas import story as story_schema
 from schemas.dead_letter import DEAD_LETTER_OUTPUT
 
 
@@ -62,7 +65,10 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         unique = read.articles | "DropRepeatedIds" >> DropRepeatedIds(opts.max_dead_letter_bytes)
         articles = (unique.articles
                     | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
-                    | "FindDuplicates" >> FindDuplicates(opts.near_duplicate_threshold))
+                    | "FindDuplicates" >> FindDuplicates(
+                        opts.near_duplicate_threshold, embedder=opts.embedder,
+                        paragraph_similarity=opts.paragraph_similarity,
+                        coverage=opts.translation_coverage))
         dead_letters = ((read[DEAD_LETTER_OUTPUT], unique[DEAD_LETTER_OUTPUT])
                         | "AllDeadLetters" >> beam.Flatten())
 
@@ -71,6 +77,13 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             article_schema.PARTITION_COLUMNS, sort_by=("article_id",), run_id=run_id,
             rows_per_file=opts.rows_per_file, compression=opts.parquet_compression,
             unique_key="article_id")
+        _ = (articles
+             | "SummarizeStories" >> SummarizeStories(run_id, started_at)
+             | "WriteStories" >> ParquetPartitionSink(
+                 opts.output, "stories", story_schema.STORY,
+                 lambda story: [("dt", day_of(story["first_seen"]))],
+                 story_schema.PARTITION_COLUMNS, sort_by=("story_id",), run_id=run_id,
+                 rows_per_file=opts.rows_per_file, compression=opts.parquet_compression))
         written_dead_letters = dead_letters | "WriteDeadLetters" >> ParquetPartitionSink(
             opts.output, "deadletter", dead_letter_schema.DEAD_LETTER, dead_letter_partition,
             dead_letter_schema.PARTITION_COLUMNS, sort_by=("origin", "origin_offset"),

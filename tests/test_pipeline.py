@@ -52,18 +52,34 @@ def test_languages_and_spans(result):
     assert langs["json-1"] == "en" and langs["42"] == "fr" and langs["arr-1"] == "de"
 
 
-def test_exact_and_near_duplicates_and_stories(result):
+def test_exact_near_and_cross_language_duplicates_and_stories(result):
     _, articles, _, _, _ = result
+    bengali, english = "000_ec83a21fc30a0c64", "002_5280d6251c69819e"
+    translation = articles[english]
+    assert translation["is_duplicate"] and translation["duplicate_of"] == bengali
+    assert translation["duplicate_kind"] == "translation" and translation["story_id"] == bengali
+    assert "@trmb" in translation["dup_evidence"]  # Trump, in both scripts
     copy = articles["copy_of_002"]
-    assert copy["is_duplicate"] and copy["duplicate_of"] == "002_5280d6251c69819e"
-    assert copy["dup_score"] == 1.0 and copy["story_id"] == "002_5280d6251c69819e"
+    assert copy["is_duplicate"] and copy["duplicate_of"] == english
+    assert copy["dup_score"] == 1.0 and copy["duplicate_kind"] == "exact"
+    assert copy["story_id"] == bengali
     rewrite = articles["rewrite_of_000"]
-    assert rewrite["is_duplicate"] and rewrite["duplicate_of"] == "000_ec83a21fc30a0c64"
-    assert 0.5 <= rewrite["dup_score"] < 1.0
-    assert rewrite["story_id"] == "000_ec83a21fc30a0c64"
-    for seed in ("000_ec83a21fc30a0c64", "001_b571461bb308729b", "002_5280d6251c69819e",
-                 "003_f04efa01a059582a"):
-        assert not articles[seed]["is_duplicate"] and articles[seed]["story_id"] == seed
+    assert rewrite["is_duplicate"] and rewrite["duplicate_of"] == bengali
+    assert rewrite["duplicate_kind"] == "near" and 0.5 <= rewrite["dup_score"] < 1.0
+    assert rewrite["story_id"] == bengali
+    for own_story in ("000_ec83a21fc30a0c64", "001_b571461bb308729b", "003_f04efa01a059582a",
+                      "json-1", "42", "gz-1", "arr-1"):
+        assert not articles[own_story]["is_duplicate"]
+        assert articles[own_story]["story_id"] == own_story
+
+
+def test_stories_table(result):
+    _, articles, _, _, out = result
+    stories = {r["story_id"]: r for r in read_dataset(out / "stories")}
+    assert set(stories) == {a["story_id"] for a in articles.values()}
+    bengali = stories["000_ec83a21fc30a0c64"]
+    assert bengali["member_count"] == 4 and bengali["duplicate_count"] == 3
+    assert bengali["languages"] == ["bn", "en"]
 
 
 def test_dead_letters_carry_origin_offset_raw_bytes_and_reason(result):

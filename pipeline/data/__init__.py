@@ -1,0 +1,1 @@
+"""Data files shipped with the pipeline, and the scripts that build them."""

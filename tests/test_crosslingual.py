@@ -1,0 +1,62 @@
+"""Cross-language building blocks without Beam: lead paragraphs, coverage, candidates,
+vector LSH and name evidence."""
+
+import numpy as np
+
+from pipeline.crosslingual import lead_paragraphs, paragraph_coverage, vector_candidates
+from pipeline.evidence import evidence_keys, skeleton
+from pipeline.stories import Member
+from pipeline.vector_lsh import HyperplaneLSH
+
+
+def unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_lead_paragraphs_cap_count_and_characters_and_carry_span_language():
+    body = "aaaa\nbbbb\ncccc\ndddd"
+    spans = [{"lang": "ar", "start": 0, "end": 9}, {"lang": "en", "start": 10, "end": 19}]
+    assert lead_paragraphs(body, spans, max_paragraphs=3, max_chars=100) == [
+        ("aaaa", "ar"), ("bbbb", "ar"), ("cccc", "en")]
+    assert lead_paragraphs(body, spans, max_paragraphs=8, max_chars=6) == [
+        ("aaaa", "ar"), ("bb", "ar")]
+
+
+def test_coverage_takes_the_weaker_direction():
+    a = unit(np.eye(4))
+    b = unit(np.eye(4)[:2])
+    assert paragraph_coverage(a, a, 0.9) == 1.0
+    assert paragraph_coverage(a, b, 0.9) == 0.5  # b is covered, but half of a is not
+    assert paragraph_coverage(a, np.zeros((0, 4)), 0.9) == 0.0
+
+
+def test_vector_candidates_keep_close_pairs_across_languages_only():
+    rng = np.random.default_rng(1)
+    base = unit(rng.standard_normal(64))
+    near = unit(base + 0.3 * unit(rng.standard_normal(64)))
+    far = unit(rng.standard_normal(64))
+    vectors = {Member(name, (t, 0, name)): v.astype(np.float16).tobytes()
+               for t, (name, v) in enumerate([("base", base), ("near", near), ("far", far)])}
+    across = {m: {"base": "bn", "near": "en", "far": "en"}[m.article_id] for m in vectors}
+    pairs = {(l.article_id, e.article_id)
+             for l, e in vector_candidates(vectors, across, 10, 0.7)}
+    assert pairs == {("near", "base")}
+    same = {m: "en" for m in vectors}
+    assert not list(vector_candidates(vectors, same, 10, 0.7))
+
+
+def test_hyperplane_lsh_keys_agree_for_close_vectors_and_are_seeded():
+    rng = np.random.default_rng(2)
+    v = unit(rng.standard_normal(384))
+    close = unit(v + 0.1 * unit(rng.standard_normal(384)))
+    lsh = HyperplaneLSH(384, bands=20, bits=6)
+    assert len(set(lsh.band_keys(v)) & set(lsh.band_keys(close))) >= 5
+    assert HyperplaneLSH(384, 20, 6).band_keys(v) == lsh.band_keys(v)
+    assert lsh.candidate_probability(0.9) > lsh.candidate_probability(0.3)
+
+
+def test_names_meet_across_scripts():
+    assert skeleton("ট্রাম্প") == skeleton("ترمب") == skeleton("Trump")
+    assert skeleton("জেলেনস্কি") == skeleton("زيلينسكي") == skeleton("Zelenskyy")
+    assert "#2025" in evidence_keys("সালে ২০২৫") and "#2025" in evidence_keys("عام ٢٠٢٥")
