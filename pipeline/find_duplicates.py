@@ -135,7 +135,7 @@ def translation_match(later: Member, earlier: Member, later_vectors: ArticleVect
     """A translation match when enough paragraphs align both ways (``pipeline.crosslingual``)."""
     covered = paragraph_coverage(later_vectors.matrix(), earlier_vectors.matrix(),
                                  paragraph_similarity)
-    if covered >= coverage:
+    if covered > coverage:
         shared = sorted(later_vectors.evidence & earlier_vectors.evidence)
         return Match(later=later, earlier=earlier, score=covered, kind="translation",
                      evidence=tuple(shared[:MAX_EVIDENCE]))
@@ -191,8 +191,8 @@ class FindDuplicates(beam.PTransform):
     article of the same language is at least ``threshold`` is found as a near
     duplicate with the LSH probability stated in ``pipeline.minhash`` (0.995 at
     J = 0.5 with the defaults); one whose lead paragraphs align with an earlier
-    article's in any language (``coverage`` of them, both ways, at centred
-    cosine ``paragraph_similarity``) is a translation, when the two share a
+    article's in any language (more than ``coverage`` of them, both ways, at
+    centred cosine ``paragraph_similarity``) is a translation, when the two share a
     vector-LSH bucket and their article vectors reach ``min_article_cosine``.
     Input article ids must be unique (see ``DropRepeatedIds``). Output: the
     same articles, one each.

@@ -76,8 +76,8 @@ class NewsloomOptions(PipelineOptions):
               help="centred cosine at which two paragraphs in different languages align "
                    "(default: 0.5)")
         _flag(parser, "translation_coverage", type=float, default=0.5,
-              help="share of lead paragraphs that must align, both ways, for a translation "
-                   "duplicate (default: 0.5)")
+              help="a translation duplicate needs more than this share of the lead "
+                   "paragraphs of each article to align (default: 0.5, i.e. most of them)")
         _flag(parser, "rows_per_file", type=int, default=50_000,
               help="the most rows in one Parquet file (default: 50000)")
         _flag(parser, "parquet_compression", default="zstd",
