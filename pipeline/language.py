@@ -10,8 +10,8 @@ only confirm. A paragraph fastText is unsure of takes the article's label.
 Measured on SIB-200 dev, on whole sentences of all 190 languages: 0.430
 against fastText alone 0.426 and 0.395 with langdetect free to overrule (it
 names one of its 55 languages even for one it never saw: Galician -> es);
-on 4-word snippets of 38 major languages: 0.900 against 0.881. Adjacent paragraphs
-in the same language merge into one span.
+on 4-word snippets of 38 major languages: 0.900 against 0.881. Adjacent
+paragraphs in the same language merge into one span.
 
 The primary language is the article's lead language (its first span) unless
 another language holds at least ``LEAD_OVERRIDE_RATIO`` times the lead's share
