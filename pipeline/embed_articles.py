@@ -25,6 +25,7 @@ BUCKETS = "buckets"
 @dataclass(frozen=True)
 class ArticleVectors:
     member: Member
+    lang: str
     paragraphs: bytes  # float16 rows, unit length, centred per paragraph language
     dimension: int
     evidence: FrozenSet[str]
@@ -73,7 +74,7 @@ class _EmbedBatchFn(beam.DoFn):
                                  for i, (_, lang) in enumerate(lead)]) if lead else rows
             member = self.member_of(article)
             yield member.article_id, ArticleVectors(
-                member, centred.astype(np.float16).tobytes(), self.embedder.dimension,
+                member, article["lang"], centred.astype(np.float16).tobytes(), self.embedder.dimension,
                 evidence_keys(article["body"]))
             if len(centred):
                 article_vector = l2_normalise(centred.mean(axis=0))

