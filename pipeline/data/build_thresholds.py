@@ -66,7 +66,11 @@ def main(argv=None) -> None:
 
 
 def load_thresholds(path: Path = THRESHOLDS_PATH) -> Dict[str, float]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The calibrated thresholds by ``pair_key``; the file ships with newsloom."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: build it with "
+                                "python -m pipeline.data.build_thresholds")
+    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":
