@@ -7,13 +7,12 @@
                                        (Kafka) offsets, once written ─── CommitOffsets
 """
 
+import json
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-
-import json
 
 from connectors.file_source import ReadArticleFiles
 from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
@@ -38,6 +37,10 @@ def article_partition(article):
 
 def dead_letter_partition(dead_letter):
     return [("dt", day_of(dead_letter["ingested_at"]))]
+
+
+def story_partition(story):
+    return [("dt", day_of(story["first_seen"]))]
 
 
 def kafka_spec(opts: NewsloomOptions) -> KafkaSpec:
@@ -77,13 +80,13 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             article_schema.PARTITION_COLUMNS, sort_by=("article_id",), run_id=run_id,
             rows_per_file=opts.rows_per_file, compression=opts.parquet_compression,
             unique_key="article_id")
-        _ = (articles
-             | "SummarizeStories" >> SummarizeStories(run_id, started_at)
-             | "WriteStories" >> ParquetPartitionSink(
-                 opts.output, "stories", story_schema.STORY,
-                 lambda story: [("dt", day_of(story["first_seen"]))],
-                 story_schema.PARTITION_COLUMNS, sort_by=("story_id",), run_id=run_id,
-                 rows_per_file=opts.rows_per_file, compression=opts.parquet_compression))
+        written_stories = (
+            articles
+            | "SummarizeStories" >> SummarizeStories(run_id, started_at)
+            | "WriteStories" >> ParquetPartitionSink(
+                opts.output, "stories", story_schema.STORY, story_partition,
+                story_schema.PARTITION_COLUMNS, sort_by=("story_id",), run_id=run_id,
+                rows_per_file=opts.rows_per_file, compression=opts.parquet_compression))
         written_dead_letters = dead_letters | "WriteDeadLetters" >> ParquetPartitionSink(
             opts.output, "deadletter", dead_letter_schema.DEAD_LETTER, dead_letter_partition,
             dead_letter_schema.PARTITION_COLUMNS, sort_by=("origin", "origin_offset"),
@@ -92,7 +95,7 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
         _ = ({"articles": articles, "dead_letters": dead_letters,
               "written_articles": written_articles,
-              "written_dead_letters": written_dead_letters}
+              "written_dead_letters": written_dead_letters, "written_stories": written_stories}
              | "WriteRunSummary" >> WriteRunSummary(opts.output, run_id, started_at))
         if kafka and kafka.group_id:
             written = ((written_articles, written_dead_letters)

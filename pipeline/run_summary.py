@@ -24,6 +24,7 @@ def article_events(article) -> Iterable[Event]:
     yield "lang", article["lang"]
     if article["is_duplicate"]:
         yield "duplicates", ""
+        yield "duplicate_kind", article["duplicate_kind"]
     if article["story_id"] == article["article_id"]:
         yield "stories", ""
 
@@ -44,6 +45,7 @@ def summarize(counts: Dict[Event, int], run_id: str, started_at: datetime,
         "articles": articles,
         "dead_letters": dead_letters,
         "duplicates": counts.get(("duplicates", ""), 0),
+        "duplicates_by_kind": group("duplicate_kind"),
         "stories": counts.get(("stories", ""), 0),
         "articles_by_lang": group("lang"),
         "dead_letters_by_reason": group("dead_letter"),
@@ -57,7 +59,9 @@ class WriteRunSummary(beam.PTransform):
     """Counts the run's rows and writes the summary JSON; removes the run's temporary folder.
 
     Input: ``{"articles": ..., "dead_letters": ..., "written_articles": ...,
-    "written_dead_letters": ...}``, the last two being the sinks' ``SinkResult``s.
+    "written_dead_letters": ..., "written_stories": ...}``, the last three being
+    the sinks' ``SinkResult``s: waiting for them all is what makes it safe to
+    remove the run's temporary folder here.
     """
 
     def __init__(self, output: str, run_id: str, started_at: datetime):
@@ -84,6 +88,7 @@ class WriteRunSummary(beam.PTransform):
             pcolls["written_articles"] | "ArticleFiles" >> beam.FlatMap(written("articles")),
             pcolls["written_dead_letters"] | "DeadLetterFiles" >> beam.FlatMap(
                 written("deadletter")),
+            pcolls["written_stories"] | "StoryFiles" >> beam.FlatMap(written("stories")),
         )
         output, run_id, started_at = self.output, self.run_id, self.started_at
 

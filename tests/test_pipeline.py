@@ -38,8 +38,11 @@ def test_every_input_is_one_article_row_or_one_dead_letter_row(result):
     assert summary["read"] == expected["records"]
     assert summary["articles"] == len(articles)
     assert summary["dead_letters"] == len(dead_letters)
-    assert summary["rows_written"] == {"articles": len(articles), "deadletter": len(dead_letters)}
+    assert summary["rows_written"] == {"articles": len(articles), "deadletter": len(dead_letters),
+                                       "stories": summary["stories"]}
     assert summary["rows_already_present"] == {}
+    assert summary["duplicates_by_kind"] == {"exact": 1, "near": 1, "translation": 1}
+    assert summary["stories"] == len(articles) - 3
 
 
 def test_languages_and_spans(result):
@@ -134,5 +137,7 @@ def test_cli_help_explains_every_option():
     for flag in ("--input", "--output", "--run_id", "--max_article_bytes",
                  "--max_dead_letter_bytes", "--min_lang_confidence",
                  "--near_duplicate_threshold", "--rows_per_file", "--parquet_compression",
-                 "--runner", "--direct_num_workers"):
+                 "--embedder", "--paragraph_similarity", "--translation_coverage",
+                 "--bootstrap-servers", "--topic", "--group_id", "--start", "--stop",
+                 "--kafka_config", "--runner", "--direct_num_workers"):
         assert flag in done.stdout
