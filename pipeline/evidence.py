@@ -9,7 +9,7 @@ in) and is used beside the embedding scores, never instead of them.
 """
 
 import re
-from typing import FrozenSet, Iterable, Set
+from typing import FrozenSet, Set
 
 from anyascii import anyascii
 
@@ -55,6 +55,3 @@ def evidence_keys(text: str, min_length: int = 4) -> FrozenSet[str]:
                 keys.add(f"@{shape}")
     return frozenset(keys)
 
-
-def shared_evidence(a: Iterable[str], b: Iterable[str]) -> FrozenSet[str]:
-    return frozenset(a) & frozenset(b)
