@@ -286,7 +286,7 @@ class ParseMessagesFn(beam.DoFn):
             article = article_from_json_bytes(
                 raw, origin=origin, origin_offset=message.offset,
                 origin_partition=message.partition, ingested_at=ingested_at,
-                max_article_bytes=self.max_article_bytes)
+                max_article_bytes=self.max_article_bytes, default_id=key)
         except RejectedRecord as e:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, make_dead_letter(
                 reason=e.reason, error=str(e), origin=origin, origin_partition=message.partition,
@@ -294,8 +294,6 @@ class ParseMessagesFn(beam.DoFn):
                 raw_size=len(raw), ingested_at=ingested_at,
                 max_raw_bytes=self.max_dead_letter_bytes))
             return
-        if key and article["article_id"] == article["content_hash"][:16]:
-            article["article_id"] = key  # no id in the JSON: the message key is the id
         yield article
 
 

@@ -109,14 +109,19 @@ def _check_json_types(record: Dict[str, Any]) -> None:
 
 def article_from_json(record: Any, *, origin: str, origin_offset: int,
                       ingested_at: datetime, max_article_bytes: int,
-                      origin_partition: Optional[int] = None) -> Article:
-    """An article from one decoded JSON value (see ``schemas.article.INCOMING_JSON_SCHEMA``)."""
+                      origin_partition: Optional[int] = None,
+                      default_id: Optional[str] = None) -> Article:
+    """An article from one decoded JSON value (see ``schemas.article.INCOMING_JSON_SCHEMA``).
+
+    Without an id in the record, ``default_id`` (a Kafka message key) is the
+    id, else the hash of the body.
+    """
     if not isinstance(record, dict):
         raise RejectedRecord("malformed_json",
                              f"a JSON article must be an object, got {type(record).__name__}")
     _check_json_types(record)
     given_id = ARTICLE.json_value(record, "article_id")
-    article_id = str(given_id).strip() if given_id is not None else None
+    article_id = (str(given_id).strip() if given_id is not None else None) or default_id
     body = ARTICLE.json_value(record, "body")
     if body is None or not body.strip():
         raise RejectedRecord("missing_body", "no non-empty 'body' or 'text' field", article_id)
@@ -127,7 +132,7 @@ def article_from_json(record: Any, *, origin: str, origin_offset: int,
         raise RejectedRecord("invalid_field",
                              f"published_at {published!r} is not a time: {e}", article_id) from None
     return new_article(
-        body=body, article_id=article_id or None, origin=origin, origin_offset=origin_offset,
+        body=body, article_id=article_id, origin=origin, origin_offset=origin_offset,
         origin_partition=origin_partition, ingested_at=ingested_at,
         max_article_bytes=max_article_bytes,
         title=ARTICLE.json_value(record, "title"),

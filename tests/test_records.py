@@ -32,6 +32,12 @@ def test_full_json_record():
     assert article["origin_offset"] == 3 and article["ingested_at"] == NOW
 
 
+def test_a_default_id_stands_in_only_for_a_missing_id():
+    assert article_from_json({"body": "x"}, default_id="key-7", **WHERE)["article_id"] == "key-7"
+    assert article_from_json({"id": "own", "body": "x"}, default_id="key-7",
+                             **WHERE)["article_id"] == "own"
+
+
 def test_missing_id_is_a_stable_hash_of_the_normalised_body():
     one = article_from_json({"body": "Same  Text"}, **WHERE)
     two = article_from_json({"body": "same text"}, **WHERE)
