@@ -7,6 +7,7 @@ cross-language candidates.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, FrozenSet, List
 
 import apache_beam as beam
@@ -30,7 +31,10 @@ class ArticleVectors:
     dimension: int
     evidence: FrozenSet[str]
 
+    @cached_property
     def matrix(self) -> np.ndarray:
+        """The paragraphs as float32 rows, decoded once: a later article is
+        verified against many earlier ones."""
         return np.frombuffer(self.paragraphs, dtype=np.float16).astype(np.float32).reshape(
             -1, self.dimension)
 

@@ -137,7 +137,7 @@ def translation_match(later: Member, earlier: Member, later_vectors: ArticleVect
     at the language pair's calibrated ``paragraph_similarity``, else ``default_similarity``."""
     similarity = paragraph_similarity.get(pair_key(later_vectors.lang, earlier_vectors.lang),
                                           default_similarity)
-    covered = paragraph_coverage(later_vectors.matrix(), earlier_vectors.matrix(), similarity)
+    covered = paragraph_coverage(later_vectors.matrix, earlier_vectors.matrix, similarity)
     if covered > coverage:
         shared = sorted(later_vectors.evidence & earlier_vectors.evidence)
         return Match(later=later, earlier=earlier, score=covered, kind="translation",
@@ -146,7 +146,8 @@ def translation_match(later: Member, earlier: Member, later_vectors: ArticleVect
 
 
 class VerifyPairs(beam.PTransform):
-    """Candidate pairs ``((later_id, earlier_id), (later, earlier))`` in, ``Match``es out.
+    """Candidate pairs ``((later_id, earlier_id), (later, earlier))`` in, ``Match``es out,
+    each distinct pair verified once.
 
     Each side's features (``(article_id, features)``) are joined in by id, one
     side at a time, and ``score(later, earlier, later_features,
@@ -175,8 +176,10 @@ class VerifyPairs(beam.PTransform):
                     if match is not None:
                         yield match
 
+        # A pair that met in several buckets is verified once.
+        distinct = pairs | "OnePerPair" >> beam.CombinePerKey(lambda found: next(iter(found)))
         by_earlier = (
-            {"pair": pairs | "KeyByEarlier" >> beam.Map(lambda kv: (kv[0][1], kv[1])),
+            {"pair": distinct | "KeyByEarlier" >> beam.Map(lambda kv: (kv[0][1], kv[1])),
              "features": self.features}
             | "JoinEarlier" >> beam.CoGroupByKey()
             | "AttachEarlier" >> beam.FlatMap(attach_earlier))
@@ -243,7 +246,6 @@ class FindDuplicates(beam.PTransform):
                 | "GroupVectorBuckets" >> beam.GroupByKey()
                 | "PairVectorCandidates" >> beam.FlatMap(
                     _pair_vector_bucket, self.max_partners, self.min_article_cosine)
-                | "OnePerVectorPair" >> beam.CombinePerKey(lambda pairs: next(iter(pairs)))
                 | "VerifyTranslations" >> VerifyPairs(embedded.vectors, partial(
                     translation_match, paragraph_similarity=self.pair_similarity,
                     default_similarity=self.default_similarity, coverage=self.coverage)))
@@ -257,7 +259,6 @@ class FindDuplicates(beam.PTransform):
                       _pair_bucket, self.max_partners,
                       self.threshold - SKETCH_MARGIN).with_outputs(EXACT, main="pairs"))
         near = (paired.pairs
-                | "OnePerPair" >> beam.CombinePerKey(lambda pairs: next(iter(pairs)))
                 | "VerifyPairs" >> VerifyPairs(fingerprinted.fingerprints,
                                                partial(shingle_match, threshold=self.threshold)))
         matches = [paired[EXACT], near]
