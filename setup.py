@@ -13,7 +13,8 @@ setup(
                 "cross-language duplicates and stories, Hive-partitioned Parquet.",
     python_requires=">=3.10",
     packages=["pipeline", "pipeline.data", "connectors", "schemas", "seeds"],
-    package_data={"seeds": ["*.txt"], "pipeline": ["data/*.npz", "data/*.json"]},
+    package_data={"seeds": ["*.txt"], "pipeline": ["data/*.npz", "data/*.json", "data/taxonomies/*.yaml",
+                                                "data/taxonomies/*.json"]},
     install_requires=[
         "apache-beam>=2.77",
         "pyarrow>=25",

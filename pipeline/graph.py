@@ -1,7 +1,8 @@
 """The newsloom pipeline graph, assembled in one readable ``run()``.
 
-    files or Kafka ─ DropRepeatedIds ─ DetectLanguage ─ FindDuplicates ─ WriteArticles
-          │                 │                                       └─ SummarizeStories ─ WriteStories
+    files or Kafka ─ DropRepeatedIds ─ DetectLanguage ─ FindDuplicates ─ TagTopics ─ WriteArticles
+          │                 │                  └─ EmbedArticles ──┴────────────┘    │
+          │                 │                                       SummarizeStories ─ WriteStories
           └─────────────────┴──── dead letters ──────────────────────── WriteDeadLetters
                                                          all counts ─── WriteRunSummary
                                        (Kafka) offsets, once written ─── CommitOffsets
@@ -19,10 +20,12 @@ from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
 from connectors.parquet_sink import ParquetPartitionSink, day_of
 from pipeline.detect_language import DetectLanguage
 from pipeline.drop_repeated_ids import DropRepeatedIds
-from pipeline.find_duplicates import FindDuplicates
+from pipeline.embed_articles import EmbedArticles
+from pipeline.find_duplicates import FindDuplicates, member_of
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv
 from pipeline.run_summary import WriteRunSummary, read_summary
 from pipeline.story_table import SummarizeStories
+from pipeline.tag_topics import TagTopics
 from schemas import article as article_schema
 from schemas import dead_letter as dead_letter_schema
 from schemas import story as story_schema
@@ -66,12 +69,19 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 opts.input, ingested_at=started_at, max_article_bytes=opts.max_article_bytes,
                 max_dead_letter_bytes=opts.max_dead_letter_bytes)
         unique = read.articles | "DropRepeatedIds" >> DropRepeatedIds(opts.max_dead_letter_bytes)
-        articles = (unique.articles
-                    | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
-                    | "FindDuplicates" >> FindDuplicates(
-                        opts.near_duplicate_threshold, embedder=opts.embedder,
-                        paragraph_similarity=opts.paragraph_similarity,
-                        coverage=opts.translation_coverage))
+        articles = unique.articles | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
+        # One embedding per article serves both translations and topics.
+        embedded = None if opts.embedder == "none" else (
+            articles | "EmbedArticles" >> EmbedArticles(member_of, opts.embedder))
+        articles = articles | "FindDuplicates" >> FindDuplicates(
+            opts.near_duplicate_threshold, embedded=embedded,
+            paragraph_similarity=opts.paragraph_similarity, coverage=opts.translation_coverage)
+        topic_cut = None
+        if embedded is not None:
+            tag_topics = TagTopics(embedded.vectors, opts.taxonomy, opts.embedder,
+                                   opts.min_topic_score, opts.max_topics)
+            articles = articles | "TagTopics" >> tag_topics
+            topic_cut = tag_topics.cut
         dead_letters = ((read[DEAD_LETTER_OUTPUT], unique[DEAD_LETTER_OUTPUT])
                         | "AllDeadLetters" >> beam.Flatten())
 
@@ -82,7 +92,7 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             unique_key="article_id")
         written_stories = (
             articles
-            | "SummarizeStories" >> SummarizeStories(run_id, started_at)
+            | "SummarizeStories" >> SummarizeStories(run_id, started_at, topic_cut)
             | "WriteStories" >> ParquetPartitionSink(
                 opts.output, "stories", story_schema.STORY, story_partition,
                 story_schema.PARTITION_COLUMNS, sort_by=("story_id",), run_id=run_id,

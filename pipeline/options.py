@@ -79,6 +79,14 @@ class NewsloomOptions(PipelineOptions):
         _flag(parser, "translation_coverage", type=float, default=0.5,
               help="a translation duplicate needs more than this share of the lead "
                    "paragraphs of each article to align (default: 0.5, i.e. most of them)")
+        _flag(parser, "taxonomy", default="iptc",
+              help="topics to tag: a shipped taxonomy (iptc: the 17 top-level IPTC Media "
+                   "Topics, the default; sib200: SIB-200's 7 labels) or a YAML/JSON file "
+                   "(see pipeline/topics.py); needs an embedder")
+        _flag(parser, "min_topic_score", type=float, default=None,
+              help="keep a topic when its score (0..1) reaches this (default: the taxonomy's)")
+        _flag(parser, "max_topics", type=int, default=None,
+              help="the most topics per article (default: the taxonomy's)")
         _flag(parser, "rows_per_file", type=int, default=50_000,
               help="the most rows in one Parquet file (default: 50000)")
         _flag(parser, "parquet_compression", default="zstd",

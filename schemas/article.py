@@ -9,6 +9,7 @@ Versions (bump ``SCHEMA_VERSION`` and add a line when a column changes):
     1: first version.
     2: ``duplicate_kind`` and ``dup_evidence``: how a duplicate matched and the
        names and numbers it shares with the article it copies.
+    3: ``topics``: the article's topics under the run's taxonomy.
 """
 
 from typing import Any, Dict
@@ -17,10 +18,15 @@ import pyarrow as pa
 
 from schemas.record import UTC_TIMESTAMP, Field, RecordSchema
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Type alias for the in-flight record, so signatures say what flows.
 Article = Dict[str, Any]
+
+TOPIC_SCORE = pa.struct([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("score", pa.float32(), nullable=False),
+])
 
 LANG_SPAN = pa.struct([
     pa.field("lang", pa.string(), nullable=False),
@@ -75,6 +81,9 @@ ARTICLE = RecordSchema("article", SCHEMA_VERSION, [
           "across languages), when is_duplicate"),
     Field("dup_evidence", pa.list_(pa.string()),
           "names (@consonant skeleton) and numbers (#n) shared with duplicate_of"),
+    Field("topics", pa.list_(TOPIC_SCORE),
+          "topics of the run's taxonomy (--taxonomy): id and score 0..1, best first; "
+          "null when topics were not tagged (--embedder none)"),
     Field("origin", pa.string(),
           "where the record was read: a file path or kafka topic", nullable=False),
     Field("origin_partition", pa.int32(), "Kafka partition, null for files"),

@@ -5,13 +5,15 @@ the latest ``updated_at`` is the story's current state.
 
 Versions:
     1: first version.
+    2: ``topics``: the story's topics, from its members'.
 """
 
 import pyarrow as pa
 
+from schemas.article import TOPIC_SCORE
 from schemas.record import UTC_TIMESTAMP, Field, RecordSchema
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 STORY = RecordSchema("story", SCHEMA_VERSION, [
     Field("schema_version", pa.int16(), "version of this record layout", nullable=False),
@@ -24,6 +26,9 @@ STORY = RecordSchema("story", SCHEMA_VERSION, [
     Field("first_seen", UTC_TIMESTAMP,
           "earliest member time (publication, else ingestion)", nullable=False),
     Field("last_seen", UTC_TIMESTAMP, "latest member time", nullable=False),
+    Field("topics", pa.list_(TOPIC_SCORE),
+          "each topic's member scores averaged over all members, best first, cut like an "
+          "article's; null when topics were not tagged"),
     Field("run_id", pa.string(), "the run that wrote this row", nullable=False),
     Field("updated_at", UTC_TIMESTAMP, "when the run started", nullable=False),
 ])

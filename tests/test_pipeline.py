@@ -83,6 +83,17 @@ def test_stories_table(result):
     bengali = stories["000_ec83a21fc30a0c64"]
     assert bengali["member_count"] == 4 and bengali["duplicate_count"] == 3
     assert bengali["languages"] == ["bn", "en"]
+    assert [t["id"] for t in bengali["topics"]][:2] == ["conflict", "politics"]
+
+
+def test_every_seed_gets_conflict_and_politics_as_its_top_two_topics(result):
+    _, articles, _, _, _ = result
+    for seed in ("000_ec83a21fc30a0c64", "001_b571461bb308729b", "002_5280d6251c69819e",
+                 "003_f04efa01a059582a"):
+        topics = articles[seed]["topics"]
+        assert {t["id"] for t in topics[:2]} == {"conflict", "politics"}, (seed, topics)
+        assert topics == sorted(topics, key=lambda t: -t["score"])
+        assert all(t["score"] >= 0.15 for t in topics) and len(topics) <= 3
 
 
 def test_dead_letters_carry_origin_offset_raw_bytes_and_reason(result):
@@ -138,6 +149,7 @@ def test_cli_help_explains_every_option():
                  "--max_dead_letter_bytes", "--min_lang_confidence",
                  "--near_duplicate_threshold", "--rows_per_file", "--parquet_compression",
                  "--embedder", "--paragraph_similarity", "--translation_coverage",
+                 "--taxonomy", "--min_topic_score", "--max_topics",
                  "--bootstrap-servers", "--topic", "--group_id", "--start", "--stop",
                  "--kafka_config", "--runner", "--direct_num_workers"):
         assert flag in done.stdout

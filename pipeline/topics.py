@@ -1,0 +1,268 @@
+"""Topic tagging: a taxonomy file, a classifier fitted on its texts, topics per article.
+
+A *taxonomy* is a YAML or JSON file (see ``pipeline/data/taxonomies/iptc.yaml``,
+the default)::
+
+    name: iptc-top            # optional, defaults to the file name
+    min_score: 0.2            # a topic is kept when its score reaches this ...
+    max_topics: 3             # ... and at most this many, best first
+    topics:
+      - id: sport             # what the ``topics`` column stores
+        label: sport
+        description: Competitive sport, athletes, matches and tournaments.
+        keywords: [football, cricket, Olympics]           # optional
+        examples:                                          # optional, any language
+          - The home side won the final 2-1 after extra time.
+          - {text: "El equipo ganó la final.", lang: es}  # lang: else detected
+
+Every text of a topic (``label: description``, the keywords as one text, each
+example) becomes a training example: its embedding, centred for its language
+(``pipeline.embedding.LanguageCentring``), so that examples in one language
+teach every language. A softmax (multinomial logistic) regression is fitted
+on them; an article's topic scores are the regression's probabilities for its
+article vector (the mean of its centred lead paragraph vectors). The fit is
+plain numpy and takes seconds, so a taxonomy is fitted when a worker starts;
+the example embeddings are cached on disk (``example_vectors``).
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+TAXONOMY_DIR = Path(__file__).resolve().parent / "data" / "taxonomies"
+DEFAULT_TAXONOMY = "iptc"
+CACHE_DIR = Path.home() / ".cache" / "newsloom" / "topic-vectors"
+
+_TAXONOMY_KEYS = {"name", "description", "min_score", "max_topics", "topics"}
+_TOPIC_KEYS = {"id", "label", "description", "code", "keywords", "examples"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """A training text of a topic; ``lang`` None means detect it."""
+
+    text: str
+    lang: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Topic:
+    id: str
+    label: str
+    description: str
+    keywords: Tuple[str, ...] = ()
+    examples: Tuple[Example, ...] = ()
+    code: Optional[str] = None  # e.g. the IPTC Media Topic code
+
+    def training_texts(self) -> List[Example]:
+        """The texts the classifier learns this topic from."""
+        texts = [Example(f"{self.label}: {self.description}", "en")]
+        if self.keywords:
+            texts.append(Example(", ".join(self.keywords)))
+        return texts + list(self.examples)
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    name: str
+    topics: Tuple[Topic, ...]
+    min_score: float = 0.2
+    max_topics: int = 3
+
+    @property
+    def topic_ids(self) -> List[str]:
+        return [topic.id for topic in self.topics]
+
+    def training_set(self) -> Tuple[List[Example], np.ndarray]:
+        """Every training text and its topic's index."""
+        texts, labels = [], []
+        for index, topic in enumerate(self.topics):
+            for example in topic.training_texts():
+                texts.append(example)
+                labels.append(index)
+        return texts, np.array(labels, dtype=np.int64)
+
+
+def taxonomy_path(spec: str) -> Path:
+    """A shipped taxonomy's name (``iptc``, ``sib200``) or a file path."""
+    for suffix in (".yaml", ".json"):
+        shipped = TAXONOMY_DIR / f"{spec}{suffix}"
+        if "/" not in spec and shipped.exists():
+            return shipped
+    path = Path(spec)
+    if not path.is_file():
+        shipped = sorted(p.stem for p in TAXONOMY_DIR.glob("*.*") if p.suffix in (".yaml", ".json"))
+        raise ValueError(f"--taxonomy {spec!r} is neither a file nor one of {shipped}")
+    return path
+
+
+def load_taxonomy(spec: str) -> Taxonomy:
+    """Reads and checks a taxonomy file; raises ValueError saying what is wrong."""
+    path = taxonomy_path(spec)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml  # PyYAML comes with apache-beam
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    return parse_taxonomy(data, default_name=path.stem, where=str(path))
+
+
+def parse_taxonomy(data, default_name: str = "taxonomy", where: str = "taxonomy") -> Taxonomy:
+    def fail(message: str):
+        raise ValueError(f"{where}: {message}")
+
+    if not isinstance(data, dict):
+        fail("must be a mapping with a 'topics' list")
+    unknown = set(data) - _TAXONOMY_KEYS
+    if unknown:
+        fail(f"unknown keys {sorted(unknown)}; allowed: {sorted(_TAXONOMY_KEYS)}")
+    raw_topics = data.get("topics")
+    if not isinstance(raw_topics, list) or len(raw_topics) < 2:
+        fail("'topics' must list at least two topics")
+    topics = []
+    for number, raw in enumerate(raw_topics, 1):
+        if not isinstance(raw, dict):
+            fail(f"topic {number} must be a mapping")
+        unknown = set(raw) - _TOPIC_KEYS
+        if unknown:
+            fail(f"topic {number}: unknown keys {sorted(unknown)}; allowed: {sorted(_TOPIC_KEYS)}")
+        for key in ("id", "label", "description"):
+            if not isinstance(raw.get(key), str) or not raw[key].strip():
+                fail(f"topic {number}: '{key}' must be a non-empty string")
+        keywords = raw.get("keywords") or []
+        if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
+            fail(f"topic {raw['id']}: 'keywords' must be a list of strings")
+        examples = []
+        for example in raw.get("examples") or []:
+            if isinstance(example, str):
+                example = {"text": example}
+            if (not isinstance(example, dict) or not isinstance(example.get("text"), str)
+                    or not example["text"].strip() or set(example) - {"text", "lang"}):
+                fail(f"topic {raw['id']}: an example must be a non-empty string or "
+                     f"{{text, lang}}, got {example!r}")
+            examples.append(Example(example["text"], example.get("lang")))
+        topics.append(Topic(raw["id"], raw["label"], raw["description"], tuple(keywords),
+                            tuple(examples), raw.get("code")))
+    ids = [t.id for t in topics]
+    if len(set(ids)) != len(ids):
+        fail(f"topic ids repeat: {sorted(i for i in set(ids) if ids.count(i) > 1)}")
+    min_score = data.get("min_score", 0.2)
+    max_topics = data.get("max_topics", 3)
+    if not isinstance(min_score, (int, float)) or not 0.0 <= min_score <= 1.0:
+        fail(f"'min_score' must be in [0, 1], got {min_score!r}")
+    if not isinstance(max_topics, int) or max_topics < 1:
+        fail(f"'max_topics' must be an integer >= 1, got {max_topics!r}")
+    return Taxonomy(str(data.get("name") or default_name), tuple(topics), float(min_score),
+                    max_topics)
+
+
+def example_vectors(examples: Sequence[Example], embedder_name: str,
+                    embed_centred: Callable[[List[str], List[Optional[str]]], np.ndarray],
+                    cache_dir: Path = CACHE_DIR) -> np.ndarray:
+    """Centred vectors of ``examples``, from the on-disk cache when it has them.
+
+    The cache key is the embedder's name and every text with its language, so
+    an edited taxonomy or another model never reads stale vectors.
+    ``embed_centred(texts, langs)`` computes them otherwise.
+    """
+    key = hashlib.sha256(json.dumps(
+        [embedder_name, [[e.text, e.lang] for e in examples]]).encode()).hexdigest()[:32]
+    path = cache_dir / f"{key}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = np.asarray(embed_centred([e.text for e in examples], [e.lang for e in examples]),
+                         dtype=np.float32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npy")
+    np.save(partial, vectors)
+    partial.replace(path)  # atomic, so parallel workers never read half a file
+    return vectors
+
+
+@dataclass(frozen=True)
+class SoftmaxModel:
+    weights: np.ndarray  # (dimension, classes)
+    bias: np.ndarray     # (classes,)
+    scale: float         # inputs are unit vectors; scaling them eases the fit
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        logits = (np.asarray(vectors, dtype=np.float32) * self.scale) @ self.weights + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+def fit_softmax(vectors: np.ndarray, labels: np.ndarray, classes: int, l2: float = 0.03,
+                iterations: int = 400, learning_rate: float = 0.05,
+                scale: float = 10.0) -> SoftmaxModel:
+    """Multinomial logistic regression with an L2 penalty, by Adam; deterministic."""
+    x = np.asarray(vectors, dtype=np.float64) * scale
+    y = np.eye(classes)[labels]
+    weights = np.zeros((x.shape[1], classes))
+    bias = np.zeros(classes)
+    moments = [[np.zeros_like(weights), np.zeros_like(weights)],
+               [np.zeros_like(bias), np.zeros_like(bias)]]
+    for step in range(1, iterations + 1):
+        logits = x @ weights + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        error = (p - y) / len(x)
+        gradients = (x.T @ error + l2 * weights, error.sum(axis=0))
+        for parameter, gradient, (m, v) in zip((weights, bias), gradients, moments):
+            m *= 0.9
+            m += 0.1 * gradient
+            v *= 0.999
+            v += 0.001 * gradient ** 2
+            parameter -= learning_rate * (m / (1 - 0.9 ** step)) / (
+                np.sqrt(v / (1 - 0.999 ** step)) + 1e-8)
+    return SoftmaxModel(weights.astype(np.float32), bias.astype(np.float32), scale)
+
+
+def top_topics(scores: np.ndarray, topic_ids: Sequence[str], min_score: float,
+               max_topics: int) -> List[Dict[str, object]]:
+    """``[{"id", "score"}]`` best first: at most ``max_topics``, each scoring ``min_score`` or more."""
+    order = np.argsort(-scores, kind="stable")[:max_topics]
+    return [{"id": topic_ids[i], "score": round(float(scores[i]), 4)}
+            for i in order if scores[i] >= min_score]
+
+
+class TopicTagger:
+    """A taxonomy's fitted classifier: centred article vectors in, topic lists out."""
+
+    def __init__(self, taxonomy: Taxonomy, vectors: np.ndarray, labels: np.ndarray,
+                 min_score: Optional[float] = None, max_topics: Optional[int] = None):
+        self.taxonomy = taxonomy
+        self.min_score = taxonomy.min_score if min_score is None else min_score
+        self.max_topics = taxonomy.max_topics if max_topics is None else max_topics
+        self.model = fit_softmax(vectors, labels, len(taxonomy.topics))
+
+    def scores(self, article_vectors: np.ndarray) -> np.ndarray:
+        return self.model.probabilities(np.atleast_2d(article_vectors))
+
+    def tag(self, article_vectors: np.ndarray) -> List[List[Dict[str, object]]]:
+        """Each vector's topics; none for a zero vector (an article with nothing embedded)."""
+        article_vectors = np.atleast_2d(article_vectors)
+        empty = ~np.any(article_vectors, axis=1)
+        return [[] if blank else
+                top_topics(row, self.taxonomy.topic_ids, self.min_score, self.max_topics)
+                for row, blank in zip(self.scores(article_vectors), empty)]
+
+
+def story_topics(member_topics: Sequence[Sequence[Dict[str, object]]], min_score: float,
+                 max_topics: int) -> List[Dict[str, object]]:
+    """A story's topics: each topic's score summed over the members and divided by
+    their number (a topic a member lacks counts 0), then cut like an article's."""
+    totals: Dict[str, float] = {}
+    for topics in member_topics:
+        for topic in topics:
+            totals[str(topic["id"])] = totals.get(str(topic["id"]), 0.0) + float(topic["score"])
+    count = max(len(member_topics), 1)
+    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+    return [{"id": topic_id, "score": round(total / count, 4)}
+            for topic_id, total in ranked[:max_topics] if total / count >= min_score]
