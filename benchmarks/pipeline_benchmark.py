@@ -69,14 +69,14 @@ def plain_loop(source: Path, out: Path) -> int:
     from pipeline.language import LanguageDetector, spans_as_rows
     from pipeline.minhash import MinHasher, jaccard, shingle_hashes
     from pipeline.find_duplicates import SKETCH_MARGIN
-    from pipeline.stories import (Member, Match, assign_stories, exact_matches, near_candidates,
-                                  order_key, singleton)
+    from pipeline.stories import (BucketEntry, Match, Member, assign_in_order, bucket_pairs,
+                                  nearest_in_time, order_key)
     from pipeline.text import tokens
     from schemas.article import ARTICLE
 
     now = datetime.now(timezone.utc)
     detector, hasher = LanguageDetector(), MinHasher()
-    articles, shingles, buckets = [], {}, {}
+    articles, shingles, buckets, members, matches, seen = [], {}, {}, [], [], set()
     with open(source, "rb") as f:
         for number, line in enumerate(f, 1):
             a = article_from_json_bytes(line, origin=str(source), origin_offset=number,
@@ -85,28 +85,32 @@ def plain_loop(source: Path, out: Path) -> int:
             a.update(lang=result.lang, lang_confidence=result.confidence,
                      lang_spans=spans_as_rows(result.spans))
             member = Member(a["article_id"], order_key(None, now, a["article_id"]))
+            members.append(member)
             hashes = shingle_hashes(tokens(a["body"]))
             shingles[a["article_id"]] = hashes
             signature = hasher.signature(hashes)
-            buckets.setdefault(f"exact:{a['content_hash']}", {})[member] = b""
-            for band in hasher.band_keys(signature):
-                buckets.setdefault(f"near:{a['lang']}:{band}", {})[member] = hasher.sketch(signature)
+            keys = [f"exact:{a['content_hash']}"] + [
+                f"near:{a['lang']}:{band}" for band in hasher.band_keys(signature)]
+            entry = BucketEntry(member, a["lang"], hasher.sketch(signature))
+            # The same bucket index as StoryClusterer's, in a dict.
+            for key in keys:
+                stored = buckets.setdefault(key, [])
+                partners = nearest_in_time(member, stored, 50)
+                for found in bucket_pairs(key.split(":")[0], entry, partners,
+                                          0.5 - SKETCH_MARGIN, 0.35):
+                    if isinstance(found, Match):
+                        matches.append(found)
+                    elif (found[0].article_id, found[1].article_id) not in seen:
+                        later, earlier = found
+                        seen.add((later.article_id, earlier.article_id))
+                        score = jaccard(shingles[later.article_id], shingles[earlier.article_id])
+                        if score >= 0.5:
+                            matches.append(Match(later, earlier, score))
+                stored.append(entry)
             articles.append(a)
-    matches, seen = [], set()
-    for key, members in buckets.items():
-        if key.startswith("exact"):
-            matches.extend(exact_matches(members))
-            continue
-        for later, earlier in near_candidates(members, 50, 0.5 - SKETCH_MARGIN):
-            pair = (later.article_id, earlier.article_id)
-            if pair not in seen:
-                seen.add(pair)
-                score = jaccard(shingles[later.article_id], shingles[earlier.article_id])
-                if score >= 0.5:
-                    matches.append(Match(later, earlier, score))
-    stories = assign_stories(matches)
+    stories = {m.article_id: s for m, s in assign_in_order(members, matches, {})}
     for a in articles:
-        s = stories.get(a["article_id"]) or singleton(a["article_id"])
+        s = stories[a["article_id"]]
         a.update(story_id=s.story_id, is_duplicate=s.is_duplicate,
                  duplicate_of=s.duplicate_of, dup_score=s.dup_score, dt=now.strftime("%Y-%m-%d"))
     write_rows(articles, out, ARTICLE, pa, ds)

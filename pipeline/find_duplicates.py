@@ -1,48 +1,40 @@
-"""The FindDuplicates step: exact and near-duplicate articles, grouped into stories.
+"""The FindDuplicates step: exact, near and translated copies, grouped into stories.
 
 How (no all-pairs comparison anywhere):
 
 1. ``Fingerprint``: each article gets its word-shingle hash set and MinHash
-   signature, and is put in candidate buckets: one per content hash (exact
+   signature, and joins candidate buckets: one per content hash (exact
    copies) and one per LSH band within its language (near copies).
-2. ``PairCandidates``: members of a bucket are paired (at most
-   ``max_partners`` earlier partners each) when their 8-bit MinHash sketches
-   estimate a similarity near the threshold; exact buckets match at once.
-3. ``VerifyPairs``: each near pair is checked with the exact Jaccard of the
-   two shingle sets, joined in by article id; pairs at or over ``threshold``
-   match.
-4. ``AssignStories``: matches are joined into stories (``pipeline.stories``)
-   and the story fields are set on every article.
+   ``EmbedArticles`` (when given) adds vector-LSH buckets for translations.
+2. ``StoryClusterer`` (``pipeline.story_clusterer``): a newcomer to a bucket
+   is compared with the stored members nearest to it in time; exact buckets
+   match at once, near pairs whose 8-bit sketches estimate a similarity near
+   the threshold have their exact shingle Jaccard checked
+   (``shingle_match``), and vector pairs have their paragraphs aligned
+   (``translation_match``). The matches become stories, in time order.
+3. The story fields are set on every article.
 
-Seam for cross-language matching: ``candidate_keys`` below names the buckets
-an article joins, and ``VerifyPairs`` scores a pair; a cross-language layer
-adds its own keys (embedding LSH) and its own score, and the union-find in
-``AssignStories`` joins whatever matches it is given.
-
-Memory: buckets hold ids, order keys and a 120-byte sketch per article;
-shingle sets travel once per candidate pair that the sketches let through. ``AssignStories`` gathers all matches on one worker (about
-100 bytes each), which bounds a batch run by its number of matched articles;
-the streaming form with state expiring in event time is the next layer's job.
+All of it is keyed state expiring ``story_window`` after each article's event
+time, so it runs on an endless stream with memory bounded by one window.
 """
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.transforms.window import TimestampedValue
 
-from pipeline.crosslingual import paragraph_coverage, vector_candidates
+from pipeline.crosslingual import paragraph_coverage
 from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
 from pipeline.embed_articles import ArticleVectors
 from pipeline.minhash import MinHasher, jaccard, shingle_hashes
-from pipeline.stories import (Match, Member, assign_stories, exact_matches, near_candidates,
-                              order_key, singleton)
+from pipeline.stories import BucketEntry, Match, Member, order_key
+from pipeline.story_clusterer import (EXACT, NEAR, VECTOR, JoinById, StoryClusterer,
+                                      event_time)
 from pipeline.text import tokens
 from schemas.article import Article
-
-EXACT = "exact"
-NEAR = "near"
 # Near pairs go on to the exact Jaccard check only if their 8-bit sketch
 # estimate is within this margin of the threshold: about 2 standard errors,
 # so templated articles that share a bucket but not their text stop here.
@@ -63,6 +55,11 @@ def member_of(article: Article) -> Member:
     return Member(article["article_id"],
                   order_key(article.get("published_at"), article["ingested_at"],
                             article["article_id"]))
+
+
+def at_event_time(article: Article) -> TimestampedValue:
+    """The article stamped with its event time, which the story window counts in."""
+    return TimestampedValue(article, event_time(member_of(article)))
 
 
 def candidate_keys(fingerprint: Fingerprint, signature: Optional[np.ndarray],
@@ -94,30 +91,8 @@ class _FingerprintFn(beam.DoFn):
         signature = self.minhasher.signature(shingles) if shingles.size else None
         sketch = MinHasher.sketch(signature) if signature is not None else b""
         for key in candidate_keys(fingerprint, signature, self.minhasher):
-            yield beam.pvalue.TaggedOutput(self.BUCKETS, (key, (fingerprint.member, sketch)))
-
-
-def _pair_bucket(bucket: Tuple[str, Iterable[Tuple[Member, bytes]]], max_partners: int,
-                 min_estimate: float):
-    """Exact matches, or near-candidate pairs whose sketch estimate reaches ``min_estimate``."""
-    key, entries = bucket
-    sketches = dict(entries)
-    if key.startswith(EXACT):
-        for match in exact_matches(sketches):
-            yield beam.pvalue.TaggedOutput(EXACT, match)
-        return
-    for later, earlier in near_candidates(sketches, max_partners, min_estimate):
-        yield (later.article_id, earlier.article_id), (later, earlier)
-
-
-def _pair_vector_bucket(bucket: Tuple[str, Iterable[Tuple[Member, str, bytes]]],
-                        max_partners: int, min_cosine: float):
-    _, entries = bucket
-    entries = list(entries)
-    vectors = {member: vector for member, _, vector in entries}
-    languages = {member: lang for member, lang, _ in entries}
-    for later, earlier in vector_candidates(vectors, languages, max_partners, min_cosine):
-        yield (later.article_id, earlier.article_id), (later, earlier)
+            yield beam.pvalue.TaggedOutput(
+                self.BUCKETS, (key, BucketEntry(fingerprint.member, fingerprint.lang, sketch)))
 
 
 def shingle_match(later: Member, earlier: Member, later_fp: Fingerprint,
@@ -143,49 +118,6 @@ def translation_match(later: Member, earlier: Member, later_vectors: ArticleVect
         return Match(later=later, earlier=earlier, score=covered, kind="translation",
                      evidence=tuple(shared[:MAX_EVIDENCE]))
     return None
-
-
-class VerifyPairs(beam.PTransform):
-    """Candidate pairs ``((later_id, earlier_id), (later, earlier))`` in, ``Match``es out,
-    each distinct pair verified once.
-
-    Each side's features (``(article_id, features)``) are joined in by id, one
-    side at a time, and ``score(later, earlier, later_features,
-    earlier_features)`` returns a ``Match`` or None.
-    """
-
-    def __init__(self, features, score: Callable[..., Optional[Match]]):
-        super().__init__()
-        self.features = features
-        self.score = score
-
-    def expand(self, pairs):
-        score = self.score
-
-        def attach_earlier(joined):
-            _, grouped = joined
-            for features in list(grouped["features"])[:1]:
-                for later, earlier in grouped["pair"]:
-                    yield later.article_id, (later, earlier, features)
-
-        def verify(joined):
-            _, grouped = joined
-            for later_features in list(grouped["features"])[:1]:
-                for later, earlier, earlier_features in grouped["pair"]:
-                    match = score(later, earlier, later_features, earlier_features)
-                    if match is not None:
-                        yield match
-
-        # A pair that met in several buckets is verified once.
-        distinct = pairs | "OnePerPair" >> beam.CombinePerKey(lambda found: next(iter(found)))
-        by_earlier = (
-            {"pair": distinct | "KeyByEarlier" >> beam.Map(lambda kv: (kv[0][1], kv[1])),
-             "features": self.features}
-            | "JoinEarlier" >> beam.CoGroupByKey()
-            | "AttachEarlier" >> beam.FlatMap(attach_earlier))
-        return ({"pair": by_earlier, "features": self.features}
-                | "JoinLater" >> beam.CoGroupByKey()
-                | "Verify" >> beam.FlatMap(verify))
 
 
 class FindDuplicates(beam.PTransform):
@@ -215,12 +147,16 @@ class FindDuplicates(beam.PTransform):
             ``pipeline/data/paragraph_thresholds.json`` (``build_thresholds``),
             and ``DEFAULT_THRESHOLD`` for pairs not calibrated.
         coverage, min_article_cosine: the rest of the translation test.
+        story_window: seconds of event time an article stays matchable (72 h).
+        assign_every: on a stream, how often (event-time seconds) stories are assigned.
+        bounded: the input ends (a batch run); see ``pipeline.story_clusterer``.
     """
 
     def __init__(self, threshold: float = 0.5, shingle_size: int = 3, bands: int = 40,
                  rows: int = 3, max_partners: int = 50, embedded=None,
                  paragraph_similarity: Optional[float] = None, coverage: float = 0.5,
-                 min_article_cosine: float = 0.35):
+                 min_article_cosine: float = 0.35, story_window: float = 72 * 3600,
+                 assign_every: float = 10, bounded: bool = True):
         super().__init__()
         for name, value in (("threshold", threshold), ("coverage", coverage)):
             if not 0.0 < value <= 1.0:
@@ -239,48 +175,39 @@ class FindDuplicates(beam.PTransform):
                                    else DEFAULT_THRESHOLD)
         self.coverage = coverage
         self.min_article_cosine = min_article_cosine
-
-    def _translations(self):
-        embedded = self.embedded
-        return (embedded.buckets
-                | "GroupVectorBuckets" >> beam.GroupByKey()
-                | "PairVectorCandidates" >> beam.FlatMap(
-                    _pair_vector_bucket, self.max_partners, self.min_article_cosine)
-                | "VerifyTranslations" >> VerifyPairs(embedded.vectors, partial(
-                    translation_match, paragraph_similarity=self.pair_similarity,
-                    default_similarity=self.default_similarity, coverage=self.coverage)))
+        self.story_window = story_window
+        self.assign_every = assign_every
+        self.bounded = bounded
 
     def expand(self, articles):
         fingerprinted = articles | "Fingerprint" >> beam.ParDo(
             self.fingerprint).with_outputs(_FingerprintFn.BUCKETS, main="fingerprints")
-        paired = (fingerprinted[_FingerprintFn.BUCKETS]
-                  | "GroupBuckets" >> beam.GroupByKey()
-                  | "PairCandidates" >> beam.FlatMap(
-                      _pair_bucket, self.max_partners,
-                      self.threshold - SKETCH_MARGIN).with_outputs(EXACT, main="pairs"))
-        near = (paired.pairs
-                | "VerifyPairs" >> VerifyPairs(fingerprinted.fingerprints,
-                                               partial(shingle_match, threshold=self.threshold)))
-        matches = [paired[EXACT], near]
+        buckets = [fingerprinted[_FingerprintFn.BUCKETS]]
+        features = {NEAR: fingerprinted.fingerprints}
+        scores = {NEAR: partial(shingle_match, threshold=self.threshold)}
         if self.embedded is not None:
-            matches.append(self._translations())
+            buckets.append(self.embedded.buckets)
+            features[VECTOR] = self.embedded.vectors
+            scores[VECTOR] = partial(
+                translation_match, paragraph_similarity=self.pair_similarity,
+                default_similarity=self.default_similarity, coverage=self.coverage)
         assignments = (
-            matches
-            | "AllMatches" >> beam.Flatten()
-            | "GatherMatches" >> beam.combiners.ToList()
-            | "AssignStories" >> beam.FlatMap(lambda found: assign_stories(found).items()))
+            articles
+            | "Members" >> beam.Map(member_of)
+            | "StoryClusterer" >> StoryClusterer(
+                buckets | "AllBuckets" >> beam.Flatten(), features, scores,
+                story_window=self.story_window, assign_every=self.assign_every,
+                max_partners=self.max_partners, min_estimate=self.threshold - SKETCH_MARGIN,
+                min_cosine=self.min_article_cosine, bounded=self.bounded))
 
-        def set_story(joined):
-            article_id, grouped = joined
-            story = next(iter(grouped["story"]), None) or singleton(article_id)
-            for article in grouped["article"]:
-                yield {**article, "story_id": story.story_id,
-                       "is_duplicate": story.is_duplicate,
-                       "duplicate_of": story.duplicate_of, "dup_score": story.dup_score,
-                       "duplicate_kind": story.duplicate_kind,
-                       "dup_evidence": list(story.dup_evidence)}
+        def set_story(parts):
+            story = parts["story"]
+            return {**parts["article"], "story_id": story.story_id,
+                    "is_duplicate": story.is_duplicate,
+                    "duplicate_of": story.duplicate_of, "dup_score": story.dup_score,
+                    "duplicate_kind": story.duplicate_kind,
+                    "dup_evidence": list(story.dup_evidence)}
 
         return ({"article": articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)),
                  "story": assignments}
-                | "JoinStories" >> beam.CoGroupByKey()
-                | "SetStory" >> beam.FlatMap(set_story))
+                | "SetStory" >> JoinById(set_story))

@@ -21,7 +21,7 @@ from connectors.parquet_sink import ParquetPartitionSink, day_of
 from pipeline.detect_language import DetectLanguage
 from pipeline.drop_repeated_ids import DropRepeatedIds
 from pipeline.embed_articles import EmbedArticles
-from pipeline.find_duplicates import FindDuplicates, member_of
+from pipeline.find_duplicates import FindDuplicates, at_event_time, member_of
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv
 from pipeline.run_summary import WriteRunSummary, read_summary
 from pipeline.story_table import SummarizeStories
@@ -69,13 +69,17 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 opts.input, ingested_at=started_at, max_article_bytes=opts.max_article_bytes,
                 max_dead_letter_bytes=opts.max_dead_letter_bytes)
         unique = read.articles | "DropRepeatedIds" >> DropRepeatedIds(opts.max_dead_letter_bytes)
-        articles = unique.articles | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
+        articles = (unique.articles
+                    | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
+                    | "AtEventTime" >> beam.Map(at_event_time))
         # One embedding per article serves both translations and topics.
         embedded = None if opts.embedder == "none" else (
             articles | "EmbedArticles" >> EmbedArticles(member_of, opts.embedder))
         articles = articles | "FindDuplicates" >> FindDuplicates(
             opts.near_duplicate_threshold, embedded=embedded,
-            paragraph_similarity=opts.paragraph_similarity, coverage=opts.translation_coverage)
+            paragraph_similarity=opts.paragraph_similarity, coverage=opts.translation_coverage,
+            story_window=opts.story_window_hours * 3600,
+            bounded=not (kafka and kafka.stop == "never"))
         topic_cut = None
         if embedded is not None:
             tag_topics = TagTopics(embedded.vectors, opts.taxonomy, opts.embedder,

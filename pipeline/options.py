@@ -79,6 +79,10 @@ class NewsloomOptions(PipelineOptions):
         _flag(parser, "translation_coverage", type=float, default=0.5,
               help="a translation duplicate needs more than this share of the lead "
                    "paragraphs of each article to align (default: 0.5, i.e. most of them)")
+        _flag(parser, "story_window_hours", type=float, default=72.0,
+              help="how long, in event time (publication, else ingestion), an article can "
+                   "still be matched by a later copy; on a stream, its state is dropped "
+                   "after that (default: 72)")
         _flag(parser, "taxonomy", default="iptc",
               help="topics to tag: a shipped taxonomy (iptc: the 17 top-level IPTC Media "
                    "Topics, the default; sib200: SIB-200's 7 labels) or a YAML/JSON file "

@@ -1,16 +1,22 @@
-"""From pairwise matches to stories: union-find, canonical articles, duplicate marks.
+"""Candidate buckets, pairwise matches and stories, as plain functions.
 
-A *match* says that a later article copies an earlier one (exactly or
-nearly). Matches join articles into stories (connected components). The
-canonical article of a story is its earliest by ``order_key``; the story id is
-that article's id, so the same input gives the same story ids on every run and
-runner. An article that matches an earlier one is a duplicate of the earlier
-article it matches best.
+A *bucket* holds articles that may be copies of each other (the same content
+hash, MinHash band or vector-LSH band); ``nearest_in_time`` and
+``bucket_pairs`` say what a newcomer to a bucket is compared with and what
+that yields. A *match* says that a later article copies an earlier one
+(exactly, nearly, or as a translation). ``assign_in_order`` turns matches
+into stories: the story id is its earliest article's id, so the same input
+gives the same story ids on every run and runner, and an article that matches
+an earlier one is a duplicate of the earlier article it matches best.
+``pipeline.story_clusterer`` runs these inside Beam's keyed state.
 """
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+import heapq
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from pipeline.minhash import estimated_jaccards
 
@@ -61,99 +67,118 @@ def order_key(published_at: Optional[datetime], ingested_at: datetime,
     return (_micros(effective), _micros(ingested_at), article_id)
 
 
-def bucket_partners(members: Iterable[Member],
-                    max_partners: int) -> Iterator[Tuple[Member, List[Member]]]:
-    """Each member of a bucket with the earlier members it should be compared with.
+@dataclass(frozen=True)
+class BucketEntry:
+    """What a candidate bucket keeps of an article.
 
-    Each member gets the ``max_partners`` members just before it in time, so a
-    bucket that grows large (boilerplate shared by thousands of articles) costs
-    O(n * max_partners) instead of O(n**2), and a copy is still compared with
-    the reports published around it, which is where copies appear. Members
-    with the same id (one article seen twice) are not paired.
+    ``payload``: for a near bucket the 8-bit MinHash sketch, for a vector
+    bucket the float16 article vector, for an exact bucket nothing.
     """
-    ordered = sorted(set(members), key=lambda m: m.order)
-    for i, later in enumerate(ordered):
-        partners = [m for m in ordered[max(0, i - max_partners):i]
-                    if m.article_id != later.article_id]
-        if partners:
-            yield later, partners
+
+    member: Member
+    lang: str
+    payload: bytes = b""
 
 
-def near_candidates(sketches: Dict[Member, bytes], max_partners: int,
-                    min_estimate: float) -> Iterator[Tuple[Member, Member]]:
-    """(later, earlier) pairs of a near-duplicate bucket worth an exact check.
+def later_earlier(a: Member, b: Member) -> Tuple[Member, Member]:
+    return (a, b) if a.order > b.order else (b, a)
 
-    ``sketches`` maps each member to its 8-bit MinHash sketch; a pair goes on
-    only when the sketches estimate a Jaccard similarity of ``min_estimate`` or more.
+
+def nearest_in_time(new: Member, stored: Iterable[BucketEntry],
+                    max_partners: int) -> List[BucketEntry]:
+    """The ``max_partners`` stored entries closest in time to ``new`` (ties by order),
+    never ``new`` itself: copies appear around the report they copy, and a bucket
+    grown large (boilerplate shared by thousands of articles) then costs
+    O(max_partners) per article instead of O(bucket)."""
+    others = [e for e in stored if e.member.article_id != new.article_id]
+    return heapq.nsmallest(max_partners, others,
+                           key=lambda e: (abs(e.member.order[0] - new.order[0]), e.member.order))
+
+
+def bucket_pairs(kind: str, new: BucketEntry, partners: Sequence[BucketEntry],
+                 min_estimate: float, min_cosine: float) -> Iterator[Union[Match, Tuple[Member, Member]]]:
+    """What ``new`` meeting ``partners`` in a bucket of ``kind`` yields:
+
+    * ``exact``: a ``Match`` (score 1.0) with each partner, the later copying the earlier;
+    * ``near``: a (later, earlier) pair to verify where the sketches estimate
+      a Jaccard similarity of ``min_estimate`` or more;
+    * ``vec``: a (later, earlier) pair to verify where the two are in different
+      primary languages and their article vectors' cosine reaches
+      ``min_cosine``. Same-language copies are MinHash's: their shared wording
+      is the stronger evidence.
     """
-    for later, partners in bucket_partners(sketches, max_partners):
-        estimates = estimated_jaccards(sketches[later], [sketches[p] for p in partners])
-        for earlier, estimate in zip(partners, estimates):
+    if kind == "exact":
+        for partner in partners:
+            later, earlier = later_earlier(new.member, partner.member)
+            yield Match(later=later, earlier=earlier, score=1.0, kind="exact")
+    elif kind == "near":
+        estimates = estimated_jaccards(new.payload, [p.payload for p in partners])
+        for partner, estimate in zip(partners, estimates):
             if estimate >= min_estimate:
-                yield later, earlier
+                yield later_earlier(new.member, partner.member)
+    elif kind == "vec":
+        partners = [p for p in partners if p.lang != new.lang]
+        if partners:
+            mine = np.frombuffer(new.payload, dtype=np.float16).astype(np.float32)
+            theirs = np.frombuffer(b"".join(p.payload for p in partners),
+                                   dtype=np.float16).astype(np.float32).reshape(len(partners), -1)
+            for partner, cosine in zip(partners, theirs @ mine):
+                if cosine >= min_cosine:
+                    yield later_earlier(new.member, partner.member)
+    else:
+        raise ValueError(f"unknown bucket kind {kind!r}")
 
 
-class _UnionFind:
-    def __init__(self):
-        self.parent: Dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:  # path compression
-            self.parent[x], x = root, self.parent[x]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        self.parent[self.find(a)] = self.find(b)
+def best_match(matches: Iterable[Match]) -> Optional[Match]:
+    """The match a duplicate is marked with: highest score, then the earliest article."""
+    return min(matches, key=lambda m: (-m.score, m.earlier.order), default=None)
 
 
-def assign_stories(matches: Sequence[Match]) -> Dict[str, StoryAssignment]:
-    """Story, duplicate mark and score for every article that appears in a match.
+@dataclass(frozen=True)
+class StoryOf:
+    """What story assignment remembers of an assigned article."""
 
-    Articles in no match are stories of their own (see ``singleton``).
+    story_id: str
+    story_order: OrderKey  # the story's canonical article's order key
+    article_time: int  # the assigned article's own event time (microseconds)
+
+
+def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
+                    known: Dict[str, StoryOf]) -> Iterator[Tuple[Member, StoryAssignment]]:
+    """Assigns ``members`` in time order, given every match in which one is the later article.
+
+    An article that matches no earlier article starts a story (its id is the
+    story id). One that does is a duplicate of its best match, and joins the
+    earliest story among those of all the articles it matches: a report that
+    links two stories joins the older. Stories already assigned never change,
+    which is what lets a stream emit each article once, final; the price is
+    that a bridge does not pull the younger story's earlier members over.
+
+    ``known`` maps ids assigned before (earlier articles) to their story and is
+    updated with each member; an earlier article no longer in it (expired
+    from the story window) stands for a story of its own.
     """
-    groups = _UnionFind()
-    orders: Dict[str, OrderKey] = {}
-    best: Dict[str, Match] = {}
+    by_later: Dict[str, List[Match]] = {}
     for match in matches:
-        groups.union(match.later.article_id, match.earlier.article_id)
-        orders[match.later.article_id] = match.later.order
-        orders[match.earlier.article_id] = match.earlier.order
-        current = best.get(match.later.article_id)
-        if current is None or (-match.score, match.earlier.order) < (-current.score, current.earlier.order):
-            best[match.later.article_id] = match
-    canonical: Dict[str, str] = {}
-    for article_id, order in orders.items():
-        root = groups.find(article_id)
-        if root not in canonical or order < orders[canonical[root]]:
-            canonical[root] = article_id
-    assignments = {}
-    for article_id in orders:
-        match = best.get(article_id)
-        assignments[article_id] = StoryAssignment(
-            story_id=canonical[groups.find(article_id)],
-            is_duplicate=match is not None,
-            duplicate_of=match.earlier.article_id if match else None,
-            dup_score=round(match.score, 4) if match else None,
-            duplicate_kind=match.kind if match else None,
-            dup_evidence=match.evidence if match else (),
-        )
-    return assignments
+        by_later.setdefault(match.later.article_id, []).append(match)
+    for member in sorted(set(members), key=lambda m: m.order):
+        mine = by_later.get(member.article_id, [])
+        best = best_match(mine)
+        if best is None:
+            known[member.article_id] = StoryOf(member.article_id, member.order, member.order[0])
+            yield member, singleton(member.article_id)
+            continue
+        story = min((known.get(m.earlier.article_id,
+                               StoryOf(m.earlier.article_id, m.earlier.order, m.earlier.order[0]))
+                     for m in mine), key=lambda s: s.story_order)
+        known[member.article_id] = StoryOf(story.story_id, story.story_order, member.order[0])
+        yield member, StoryAssignment(
+            story_id=story.story_id, is_duplicate=True,
+            duplicate_of=best.earlier.article_id, dup_score=round(best.score, 4),
+            duplicate_kind=best.kind, dup_evidence=best.evidence)
 
 
 def singleton(article_id: str) -> StoryAssignment:
     """The assignment of an article that matched nothing: a story of its own."""
     return StoryAssignment(story_id=article_id, is_duplicate=False,
                            duplicate_of=None, dup_score=None)
-
-
-
-def exact_matches(members: Iterable[Member]) -> Iterator[Match]:
-    """Every member of an exact-duplicate bucket copies its earliest member."""
-    ordered = sorted(set(members), key=lambda m: m.order)
-    for later in ordered[1:]:
-        if later.article_id != ordered[0].article_id:
-            yield Match(later=later, earlier=ordered[0], score=1.0, kind="exact")

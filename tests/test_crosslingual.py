@@ -3,7 +3,7 @@ vector LSH and name evidence."""
 
 import numpy as np
 
-from pipeline.crosslingual import lead_paragraphs, paragraph_coverage, vector_candidates
+from pipeline.crosslingual import lead_paragraphs, paragraph_coverage
 from pipeline.evidence import evidence_keys, skeleton
 from pipeline.stories import Member
 from pipeline.vector_lsh import HyperplaneLSH
@@ -29,21 +29,6 @@ def test_coverage_takes_the_weaker_direction():
     assert paragraph_coverage(a, a, 0.9) == 1.0
     assert paragraph_coverage(a, b, 0.9) == 0.5  # b is covered, but half of a is not
     assert paragraph_coverage(a, np.zeros((0, 4)), 0.9) == 0.0
-
-
-def test_vector_candidates_keep_close_pairs_across_languages_only():
-    rng = np.random.default_rng(1)
-    base = unit(rng.standard_normal(64))
-    near = unit(base + 0.3 * unit(rng.standard_normal(64)))
-    far = unit(rng.standard_normal(64))
-    vectors = {Member(name, (t, 0, name)): v.astype(np.float16).tobytes()
-               for t, (name, v) in enumerate([("base", base), ("near", near), ("far", far)])}
-    across = {m: {"base": "bn", "near": "en", "far": "en"}[m.article_id] for m in vectors}
-    pairs = {(l.article_id, e.article_id)
-             for l, e in vector_candidates(vectors, across, 10, 0.7)}
-    assert pairs == {("near", "base")}
-    same = {m: "en" for m in vectors}
-    assert not list(vector_candidates(vectors, same, 10, 0.7))
 
 
 def test_hyperplane_lsh_keys_agree_for_close_vectors_and_are_seeded():

@@ -16,7 +16,10 @@ def read_dataset(path):
     return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
 
 
-@pytest.fixture(scope="module", params=["FnApiRunner", "BundleBasedDirectRunner"])
+# Not the bundle-based DirectRunner: its stateful ParDo sets no watermark hold for
+# user timers, so what StoryClusterer's timers emit reaches the GroupByKeys
+# downstream after they have fired ("assert not ... COMPLETION_TAG").
+@pytest.fixture(scope="module", params=["FnApiRunner"])
 def result(request, corpus, tmp_path_factory):
     folder, expected = corpus
     out = tmp_path_factory.mktemp(f"out-{request.param}")

@@ -1,37 +1,54 @@
 import numpy as np
 
 from pipeline.minhash import MinHasher, shingle_hashes
-from pipeline.stories import (Match, Member, assign_stories, bucket_partners, exact_matches,
-                              near_candidates, order_key, singleton)
+from pipeline.stories import (BucketEntry, Match, Member, assign_in_order, bucket_pairs,
+                              nearest_in_time, order_key, singleton)
 
 
 def member(article_id, t):
     return Member(article_id, (t, 0, article_id))
 
 
+def assign(members, matches, known=None):
+    known = {} if known is None else known
+    return {m.article_id: a for m, a in assign_in_order(members, matches, known)}
+
+
 def test_chain_joins_one_story_with_earliest_canonical():
     a, b, c = member("a", 1), member("b", 2), member("c", 3)
-    result = assign_stories([Match(later=c, earlier=b, score=0.7),
-                             Match(later=b, earlier=a, score=0.9)])
+    result = assign([c, a, b], [Match(later=c, earlier=b, score=0.7),
+                                Match(later=b, earlier=a, score=0.9)])
     assert {r.story_id for r in result.values()} == {"a"}
     assert not result["a"].is_duplicate
     assert result["b"].duplicate_of == "a" and result["b"].dup_score == 0.9
     assert result["c"].duplicate_of == "b"
 
 
-def test_duplicate_of_is_the_best_scoring_earlier_match():
+def test_duplicate_of_is_the_best_match_and_a_bridge_joins_the_older_story():
     a, b, c = member("a", 1), member("b", 2), member("c", 3)
-    result = assign_stories([Match(later=c, earlier=a, score=0.6),
-                             Match(later=c, earlier=b, score=0.95)])
-    assert result["c"].duplicate_of == "b"
-    assert result["c"].story_id == "a"
+    result = assign([a, b, c], [Match(later=c, earlier=a, score=0.6),
+                                Match(later=c, earlier=b, score=0.95)])
+    assert result["c"].duplicate_of == "b" and result["c"].story_id == "a"
+    # b was assigned before c arrived, and assignments are final.
+    assert result["b"].story_id == "b"
 
 
-def test_separate_components_stay_separate():
-    result = assign_stories([Match(member("b", 2), member("a", 1), 1.0),
-                             Match(member("d", 4), member("c", 3), 1.0)])
+def test_separate_stories_stay_separate_and_unmatched_articles_are_their_own():
+    members = [member(x, t) for t, x in enumerate("abcde")]
+    result = assign(members, [Match(members[1], members[0], 1.0),
+                              Match(members[3], members[2], 1.0)])
     assert result["b"].story_id == "a" and result["d"].story_id == "c"
-    assert singleton("e").story_id == "e" and not singleton("e").is_duplicate
+    assert result["e"] == singleton("e") and not result["e"].is_duplicate
+
+
+def test_assignments_carry_over_between_passes_and_expired_articles_stand_alone():
+    a, b, c = member("a", 1), member("b", 2), member("c", 3)
+    known = {}
+    first = assign([a, b], [Match(b, a, 0.9)], known)
+    second = assign([c], [Match(c, b, 0.8)], known)
+    assert first["b"].story_id == "a" and second["c"].story_id == "a"
+    del known["b"]  # b left the story window
+    assert assign([member("d", 4)], [Match(member("d", 4), b, 0.8)], known)["d"].story_id == "b"
 
 
 def test_order_key_prefers_publication_time_then_id():
@@ -42,28 +59,51 @@ def test_order_key_prefers_publication_time_then_id():
     assert order_key(None, late, "a") < order_key(None, late, "b")
 
 
-def test_bucket_partners_cap_partners_and_skip_same_id():
-    members = [member(str(i), i) for i in range(10)] + [member("0", 0)]
-    partners = dict(bucket_partners(members, max_partners=3))
-    assert sum(len(p) for p in partners.values()) == 1 + 2 + 3 * 7
-    assert all(p.order < later.order for later, ps in partners.items() for p in ps)
-    assert [p.article_id for p in partners[member("9", 9)]] == ["6", "7", "8"]
+def test_nearest_in_time_caps_partners_and_skips_the_same_id():
+    stored = [BucketEntry(member(str(i), i * 10), "en") for i in range(10)]
+    partners = nearest_in_time(member("new", 52), stored, max_partners=3)
+    assert [p.member.article_id for p in partners] == ["5", "6", "4"]
+    assert not nearest_in_time(member("3", 30), [BucketEntry(member("3", 30), "en")], 3)
 
 
-def test_near_candidates_keep_similar_pairs_and_drop_templated_ones():
+def test_near_pairs_keep_similar_articles_and_drop_templated_ones():
     hasher = MinHasher()
     rng = np.random.default_rng(3)
     words = [f"w{i}" for i in rng.integers(0, 10**6, 400)]
     texts = {"base": words, "edited": words[:340] + ["x"] * 60,
              "other": [f"v{i}" for i in range(400)]}
-    sketches = {member(name, t): hasher.sketch(hasher.signature(shingle_hashes(ws)))
-                for t, (name, ws) in enumerate(texts.items())}
-    pairs = {(later.article_id, earlier.article_id)
-             for later, earlier in near_candidates(sketches, 10, min_estimate=0.4)}
+    entries = {name: BucketEntry(member(name, t), "en",
+                                 hasher.sketch(hasher.signature(shingle_hashes(ws))))
+               for t, (name, ws) in enumerate(texts.items())}
+    pairs = {(later.article_id, earlier.article_id) for later, earlier in bucket_pairs(
+        "near", entries["edited"], [entries["base"], entries["other"]], 0.4, 0.0)}
     assert pairs == {("edited", "base")}
+    # A newcomer that is earlier than what is stored is the earlier of the pair.
+    early = BucketEntry(member("early", -1), "en", entries["base"].payload)
+    assert list(bucket_pairs("near", early, [entries["base"]], 0.4, 0.0)) == [
+        (entries["base"].member, early.member)]
 
 
-def test_exact_bucket_matches_everything_to_the_earliest():
-    matches = list(exact_matches([member("c", 3), member("a", 1), member("b", 2)]))
-    assert {(m.later.article_id, m.earlier.article_id, m.score) for m in matches} == {
-        ("b", "a", 1.0), ("c", "a", 1.0)}
+def test_vector_pairs_are_close_and_across_languages_only():
+    rng = np.random.default_rng(1)
+
+    def unit(v):
+        return (v / np.linalg.norm(v)).astype(np.float16).tobytes()
+
+    base = rng.standard_normal(64)
+    near = base + 0.3 * np.linalg.norm(base) * rng.standard_normal(64) / 8
+    far = rng.standard_normal(64)
+    old = BucketEntry(member("base", 0), "bn", unit(base))
+    partners = [old, BucketEntry(member("far", 1), "en", unit(far))]
+    pairs = list(bucket_pairs("vec", BucketEntry(member("near", 2), "en", unit(near)),
+                              partners, 0.0, 0.7))
+    assert [(l.article_id, e.article_id) for l, e in pairs] == [("near", "base")]
+    assert not list(bucket_pairs("vec", BucketEntry(member("near", 2), "bn", unit(near)),
+                                 partners, 0.0, 0.7))
+
+
+def test_exact_bucket_matches_newcomer_with_each_partner_later_copying_earlier():
+    stored = [BucketEntry(member("a", 1), "en"), BucketEntry(member("c", 3), "en")]
+    matches = list(bucket_pairs("exact", BucketEntry(member("b", 2), "en"), stored, 0.0, 0.0))
+    assert {(m.later.article_id, m.earlier.article_id, m.score, m.kind) for m in matches} == {
+        ("b", "a", 1.0, "exact"), ("c", "b", 1.0, "exact")}

@@ -1,0 +1,392 @@
+"""StoryClusterer: candidate buckets in, one final story assignment per article out,
+with keyed state that expires in event time, so it runs on an endless stream.
+
+    buckets ─ IndexBuckets ─┬─ exact matches ────────────────────────┐
+      (keyed by shard)      ├─ near pairs ─ VerifyPairs(shingles) ───┼─ AssignStories ─ (id, assignment)
+                            └─ vector pairs ─ VerifyPairs(vectors) ──┘   (one key)
+    articles' members ───────────────────────────────────────────────┘
+
+Each step is a stateful DoFn (``pipeline.stories`` holds the logic):
+
+* ``IndexBuckets`` keeps each bucket's entries (id, time, language, a sketch
+  or a float16 vector) under one of ``shards`` keys and compares a newcomer
+  with the ``max_partners`` entries nearest to it in time.
+* ``VerifyPairs`` joins a pair with each side's features (shingles or
+  paragraph vectors), held under the article's id, and scores it; a pair met
+  in several buckets is scored once.
+* ``AssignStories`` assigns articles in time order once the watermark has
+  passed them (every ``assign_every`` of event time), so every assignment is
+  final when emitted (see ``pipeline.stories.assign_in_order``).
+
+Memory: an article's state (its bucket entries, features and story) is
+dropped once the watermark is ``story_window`` past the article's event time,
+so it is bounded by the articles of one story window; an article that comes
+back after that starts a story of its own. A bounded input (a batch run)
+needs no expiry: its state lives until the end, and stories are assigned in
+one pass when the input is exhausted. The same DoFns serve both; ``bounded``
+only chooses the timers.
+
+Articles must carry their event time as their Beam timestamp (``event_time``).
+"""
+
+import math
+import zlib
+from functools import partial
+from typing import Callable, Dict, Iterable, Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.coders import PickleCoder, StrUtf8Coder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
+                                              SetStateSpec, TimerSpec, on_timer)
+from apache_beam.utils.timestamp import Timestamp
+
+from pipeline.stories import Match, Member, assign_in_order, bucket_pairs, nearest_in_time
+
+EXACT, NEAR, VECTOR = "exact", "near", "vec"
+# Metrics of what expiry dropped, under this namespace (see the tests and benchmarks).
+METRICS = "StoryClusterer"
+HOUR = 3600 * 1_000_000  # microseconds
+# Expiry timers fire on a grid of this fraction of the story window, so a key
+# has a handful of timers in a window rather than one per article.
+EXPIRY_STEPS = 24
+
+
+def event_time(member: Member) -> Timestamp:
+    """An article's event time: its publication time, else its ingestion time."""
+    return Timestamp(micros=member.order[0])
+
+
+def _grid(micros: int, step: int) -> int:
+    return int(math.ceil(micros / step)) * step
+
+
+class _IndexBucketsFn(beam.DoFn):
+    BUCKETS = ReadModifyWriteStateSpec("buckets", PickleCoder())
+    ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, window: int, max_partners: int, min_estimate: float, min_cosine: float,
+                 bounded: bool):
+        self.expired = Metrics.counter(METRICS, "expired_bucket_entries")
+        self.window = window
+        self.max_partners = max_partners
+        self.min_estimate = min_estimate
+        self.min_cosine = min_cosine
+        self.bounded = bounded
+
+    def process(self, element, buckets_state=beam.DoFn.StateParam(BUCKETS),
+                armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY)):
+        _, (key, entry) = element
+        kind = key.split(":", 1)[0]
+        buckets: Dict[str, list] = buckets_state.read() or {}
+        stored = buckets.setdefault(key, [])
+        if any(e.member.article_id == entry.member.article_id for e in stored):
+            return  # the same article again (a re-read): it was compared already
+        # Articles more than a story window apart never match, whether or not
+        # the older one's state has expired yet: a batch run agrees with a stream.
+        now = entry.member.order[0]
+        partners = nearest_in_time(
+            entry.member, [e for e in stored if abs(e.member.order[0] - now) <= self.window],
+            self.max_partners)
+        for found in bucket_pairs(kind, entry, partners, self.min_estimate, self.min_cosine):
+            if isinstance(found, Match):
+                yield beam.pvalue.TaggedOutput(EXACT, found)
+            else:
+                yield beam.pvalue.TaggedOutput(kind, found)
+        stored.append(entry)
+        buckets_state.write(buckets)
+        if not self.bounded:
+            due = _grid(entry.member.order[0] + self.window, self.window // EXPIRY_STEPS)
+            current = armed.read()
+            if current is None or due < current:
+                expiry.set(Timestamp(micros=due))
+                armed.write(due)
+
+    @on_timer(EXPIRY)
+    def expire(self, fired=beam.DoFn.TimestampParam, buckets_state=beam.DoFn.StateParam(BUCKETS),
+               armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY)):
+        cutoff = fired.micros - self.window
+        before = buckets_state.read() or {}
+        buckets = {key: kept for key, entries in before.items()
+                   if (kept := [e for e in entries if e.member.order[0] > cutoff])}
+        self.expired.inc(sum(map(len, before.values())) - sum(map(len, buckets.values())))
+        if not buckets:
+            buckets_state.clear()
+            armed.clear()
+            return
+        buckets_state.write(buckets)
+        oldest = min(e.member.order[0] for entries in buckets.values() for e in entries)
+        due = _grid(oldest + self.window, self.window // EXPIRY_STEPS)
+        expiry.set(Timestamp(micros=due))
+        armed.write(due)
+
+
+class IndexBuckets(beam.PTransform):
+    """``(bucket key, BucketEntry)`` in; out: ``exact`` Matches, and ``near`` and ``vec``
+    (later, earlier) Member pairs to verify. Keys start with their kind (``exact:``,
+    ``near:``, ``vec:``)."""
+
+    def __init__(self, story_window: int, max_partners: int, min_estimate: float,
+                 min_cosine: float, bounded: bool, shards: int = 1024):
+        super().__init__()
+        self.shards = shards
+        self.index = _IndexBucketsFn(story_window, max_partners, min_estimate, min_cosine, bounded)
+
+    def expand(self, buckets):
+        shards = self.shards
+        return (buckets
+                | "ByShard" >> beam.Map(
+                    lambda kv: (zlib.crc32(kv[0].encode()) % shards, kv))
+                | "Index" >> beam.ParDo(self.index).with_outputs(EXACT, NEAR, VECTOR))
+
+
+class _AttachFeaturesFn(beam.DoFn):
+    """Keyed by article id: holds its features, and hands them to each pair that asks."""
+
+    FEATURES = ReadModifyWriteStateSpec("features", PickleCoder())
+    WAITING = BagStateSpec("waiting", PickleCoder())
+    ASKED = SetStateSpec("asked", StrUtf8Coder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, attach: Callable, once_per_partner: bool, window: int, bounded: bool):
+        self.expired = Metrics.counter(METRICS, "expired_features")
+        self.attach = attach
+        self.once_per_partner = once_per_partner
+        self.window = window
+        self.bounded = bounded
+
+    def process(self, element, features_state=beam.DoFn.StateParam(FEATURES),
+                waiting=beam.DoFn.StateParam(WAITING), asked=beam.DoFn.StateParam(ASKED),
+                expiry=beam.DoFn.TimerParam(EXPIRY)):
+        _, (tag, value) = element
+        if tag == "features":
+            features_state.write(value)
+            for request in waiting.read():
+                yield from self.attach(request, value)
+            waiting.clear()
+            if not self.bounded:
+                expiry.set(Timestamp(micros=value.member.order[0] + self.window))
+            return
+        if self.once_per_partner:
+            partner = value[0].article_id  # the later article of the pair
+            if partner in asked.read():
+                return  # met in another bucket already
+            asked.add(partner)
+        features = features_state.read()
+        if features is None:
+            waiting.add(value)
+        else:
+            yield from self.attach(value, features)
+
+    @on_timer(EXPIRY)
+    def expire(self, features_state=beam.DoFn.StateParam(FEATURES),
+               waiting=beam.DoFn.StateParam(WAITING), asked=beam.DoFn.StateParam(ASKED)):
+        self.expired.inc()
+        features_state.clear()
+        waiting.clear()
+        asked.clear()
+
+
+def _with_earlier_features(pair, earlier_features):
+    later, earlier = pair
+    yield later.article_id, ("pair", (later, earlier, earlier_features))
+
+
+def _scored(score, request, later_features):
+    later, earlier, earlier_features = request
+    match = score(later, earlier, later_features, earlier_features)
+    if match is not None:
+        yield match
+
+
+class VerifyPairs(beam.PTransform):
+    """(later, earlier) Member pairs in, ``Match``es out, each distinct pair scored once.
+
+    ``features`` is ``(article_id, features)`` (each with a ``member``), and
+    ``score(later, earlier, later_features, earlier_features)`` returns a Match
+    or None. The pair visits the earlier article's key for its features, then
+    the later's, where it is scored.
+    """
+
+    def __init__(self, features, score: Callable[..., Optional[Match]], story_window: int,
+                 bounded: bool):
+        super().__init__()
+        self.features = features
+        self.score = score
+        self.window = story_window
+        self.bounded = bounded
+
+    def expand(self, pairs):
+        tagged_features = self.features | "TagFeatures" >> beam.Map(
+            lambda kv: (kv[0], ("features", kv[1])))
+        by_earlier = (
+            (tagged_features,
+             pairs | "KeyByEarlier" >> beam.Map(lambda p: (p[1].article_id, ("pair", p))))
+            | "JoinEarlier" >> beam.Flatten()
+            | "AttachEarlier" >> beam.ParDo(_AttachFeaturesFn(
+                _with_earlier_features, True, self.window, self.bounded)))
+        return ((tagged_features, by_earlier)
+                | "JoinLater" >> beam.Flatten()
+                | "Score" >> beam.ParDo(_AttachFeaturesFn(
+                    partial(_scored, self.score), False, self.window, self.bounded)))
+
+
+class _AssignStoriesFn(beam.DoFn):
+    PENDING = ReadModifyWriteStateSpec("pending", PickleCoder())
+    KNOWN = ReadModifyWriteStateSpec("known", PickleCoder())
+    ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+    def __init__(self, window: int, every: int, bounded: bool):
+        self.expired = Metrics.counter(METRICS, "expired_stories")
+        self.window = window
+        self.every = every
+        self.bounded = bounded
+
+    def process(self, element, pending_state=beam.DoFn.StateParam(PENDING),
+                armed=beam.DoFn.StateParam(ARMED), flush=beam.DoFn.TimerParam(FLUSH)):
+        _, (tag, value) = element
+        micros = (value if tag == "member" else value.later).order[0]
+        slot = _grid(micros + 1, self.every)
+        pending = pending_state.read() or {}
+        members, matches = pending.setdefault(slot, ([], []))
+        (members if tag == "member" else matches).append(value)
+        pending_state.write(pending)
+        # A stream is assigned slot by slot, as the watermark passes each. A
+        # bounded input's watermark leaps to the end once it is all read, so a
+        # timer at its latest slot assigns it in one pass (a finite time, not the
+        # end of the global window: the bundle-based DirectRunner has finished
+        # the GroupByKeys downstream by the time such a timer fires).
+        current = armed.read()
+        if current is None or (slot > current if self.bounded else slot < current):
+            flush.set(Timestamp(micros=slot))
+            armed.write(slot)
+
+    @on_timer(FLUSH)
+    def assign(self, fired=beam.DoFn.TimestampParam,
+               pending_state=beam.DoFn.StateParam(PENDING), known_state=beam.DoFn.StateParam(KNOWN),
+               armed=beam.DoFn.StateParam(ARMED), flush=beam.DoFn.TimerParam(FLUSH)):
+        pending = pending_state.read() or {}
+        ready = sorted(slot for slot in pending if slot <= fired.micros)
+        known = known_state.read() or {}
+        members = [m for slot in ready for m in pending[slot][0]]
+        matches = [m for slot in ready for m in pending[slot][1]]
+        for member, assignment in assign_in_order(members, matches, known):
+            yield member.article_id, assignment
+        for slot in ready:
+            del pending[slot]
+        if not self.bounded:
+            cutoff = fired.micros - self.window
+            kept = {article_id: story for article_id, story in known.items()
+                    if story.article_time > cutoff}
+            self.expired.inc(len(known) - len(kept))
+            known = kept
+        known_state.write(known)
+        armed.clear()
+        if pending:
+            pending_state.write(pending)
+            due = min(pending)
+            flush.set(Timestamp(micros=due))
+            armed.write(due)
+        else:
+            pending_state.clear()
+
+
+class AssignStories(beam.PTransform):
+    """Members (every article's) and Matches in; ``(article_id, StoryAssignment)`` out,
+    one per member, final. All on one key: the work per article is a few dict
+    look-ups, next to the verification upstream."""
+
+    def __init__(self, matches, story_window: int, assign_every: int, bounded: bool):
+        super().__init__()
+        self.matches = matches
+        self.assign = _AssignStoriesFn(story_window, assign_every, bounded)
+
+    def expand(self, members):
+        return ((members | "TagMembers" >> beam.Map(lambda m: ("stories", ("member", m))),
+                 self.matches | "TagMatches" >> beam.Map(lambda m: ("stories", ("match", m))))
+                | "Gather" >> beam.Flatten()
+                | "Assign" >> beam.ParDo(self.assign))
+
+
+class StoryClusterer(beam.PTransform):
+    """Buckets, features and members in; ``(article_id, StoryAssignment)`` out, one per member.
+
+    Args (besides the PCollections):
+        features: ``{kind: (article_id, features) PCollection}`` for ``near`` and, when
+            translations are sought, ``vec``.
+        scores: ``{kind: score function}`` for the same kinds (see ``VerifyPairs``).
+        story_window: how long (event time) an article can still be matched.
+        assign_every: how often (event time) a stream's stories are assigned.
+        max_partners: how many stored entries of a bucket a newcomer is compared with.
+        min_estimate, min_cosine: the near and vector buckets' pre-filters.
+        bounded: a batch input (no expiry, one assignment pass at the end).
+    """
+
+    def __init__(self, buckets, features: Dict[str, object], scores: Dict[str, Callable],
+                 story_window: float = 72 * 3600, assign_every: float = 10,
+                 max_partners: int = 50, min_estimate: float = 0.4, min_cosine: float = 0.35,
+                 bounded: bool = True):
+        super().__init__()
+        if story_window <= 0 or assign_every <= 0:
+            raise ValueError("story_window and assign_every must be positive (seconds)")
+        if max_partners < 1:
+            raise ValueError("max_partners must be >= 1")
+        if set(features) != set(scores) or not set(features) <= {NEAR, VECTOR}:
+            raise ValueError("features and scores need the same kinds, of near and vec")
+        self.buckets = buckets
+        self.features = features
+        self.scores = scores
+        self.window = int(story_window * 1_000_000)
+        self.every = int(assign_every * 1_000_000)
+        self.max_partners = max_partners
+        self.min_estimate = min_estimate
+        self.min_cosine = min_cosine
+        self.bounded = bounded
+
+    def expand(self, members):
+        indexed = self.buckets | "IndexBuckets" >> IndexBuckets(
+            self.window, self.max_partners, self.min_estimate, self.min_cosine, self.bounded)
+        matches = [indexed[EXACT]]
+        for kind in sorted(self.features):
+            matches.append(indexed[kind] | f"Verify_{kind}" >> VerifyPairs(
+                self.features[kind], self.scores[kind], self.window, self.bounded))
+        return members | "AssignStories" >> AssignStories(
+            matches | "AllMatches" >> beam.Flatten(), self.window, self.every, self.bounded)
+
+
+class JoinById(beam.PTransform):
+    """``{name: (article_id, value) PCollection}`` in; ``merge({name: value})`` out per id,
+    as soon as every part of that id has arrived (keyed state, so it works on a
+    stream too). Each id must come exactly once in every part."""
+
+    def __init__(self, merge: Callable[[Dict[str, object]], object]):
+        super().__init__()
+        self.merge = merge
+
+    def expand(self, parts):
+        names = sorted(parts)
+        tagged = [parts[name] | f"Tag_{name}" >> beam.Map(lambda kv, n=name: (kv[0], (n, kv[1])))
+                  for name in names]
+        return (tagged | "Flatten" >> beam.Flatten()
+                | "Merge" >> beam.ParDo(_JoinPartsFn(names, self.merge)))
+
+
+class _JoinPartsFn(beam.DoFn):
+    PARTS = ReadModifyWriteStateSpec("parts", PickleCoder())
+
+    def __init__(self, names: Iterable[str], merge: Callable):
+        self.names = frozenset(names)
+        self.merge = merge
+
+    def process(self, element, parts_state=beam.DoFn.StateParam(PARTS)):
+        _, (name, value) = element
+        parts = parts_state.read() or {}
+        parts[name] = value
+        if set(parts) == self.names:
+            parts_state.clear()
+            yield self.merge(parts)
+        else:
+            parts_state.write(parts)
