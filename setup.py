@@ -14,7 +14,8 @@ setup(
     python_requires=">=3.10",
     packages=["pipeline", "pipeline.data", "connectors", "schemas", "seeds"],
     package_data={"seeds": ["*.txt"], "pipeline": ["data/*.npz", "data/*.json", "data/taxonomies/*.yaml",
-                                                "data/taxonomies/*.json"]},
+                                                "data/taxonomies/*.json",
+                                                "data/taxonomies/vectors/*.npy"]},
     install_requires=[
         "apache-beam>=2.77",
         "pyarrow>=25",

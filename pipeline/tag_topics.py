@@ -6,6 +6,7 @@ in ``setup`` (``pipeline.topics``); only the taxonomy's own example texts are
 embedded there, and those vectors are cached on disk.
 """
 
+from pathlib import Path
 from typing import Optional, Tuple
 
 import apache_beam as beam
@@ -15,12 +16,13 @@ from pipeline.embed_articles import (MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS, Articl
                                      article_vector, centred_leads, make_embedder)
 from pipeline.embedding import Embedder, LanguageCentring
 from pipeline.language import LanguageDetector, spans_as_rows
-from pipeline.topics import TopicTagger, example_vectors, load_taxonomy
+from pipeline.story_clusterer import JoinById
+from pipeline.topics import CACHE_DIR, TopicTagger, example_vectors, load_taxonomy
 
 
 def fitted_tagger(taxonomy_spec: str, embedder: Embedder, centring: LanguageCentring,
                   detector: LanguageDetector, min_score: Optional[float] = None,
-                  max_topics: Optional[int] = None) -> TopicTagger:
+                  max_topics: Optional[int] = None, cache_dir: Path = CACHE_DIR) -> TopicTagger:
     """The taxonomy's classifier, fitted on its texts embedded as articles are."""
     taxonomy = load_taxonomy(taxonomy_spec)
 
@@ -35,7 +37,7 @@ def fitted_tagger(taxonomy_spec: str, embedder: Embedder, centring: LanguageCent
         return np.vstack([article_vector(lead) for lead in leads])
 
     examples, labels = taxonomy.training_set()
-    return TopicTagger(taxonomy, example_vectors(examples, embedder.name, embed_centred),
+    return TopicTagger(taxonomy, example_vectors(examples, embedder.name, embed_centred, cache_dir),
                        labels, min_score, max_topics)
 
 
@@ -62,8 +64,8 @@ class TagTopics(beam.PTransform):
     """Sets ``topics`` on each article: ``[{"id", "score"}]``, best first.
 
     Input: the articles; ``vectors`` is ``EmbedArticles``' main output for the
-    same articles. An article with no vectors (nothing to embed) gets an empty
-    list. Output: the same articles, one each.
+    same articles (every article has its vectors; one with nothing embedded gets
+    an empty list). Output: the same articles, one each.
 
     Args:
         taxonomy: a shipped taxonomy's name (``iptc``, ``sib200``) or a file.
@@ -86,14 +88,8 @@ class TagTopics(beam.PTransform):
         self.tag = _TagTopicsFn(taxonomy, embedder, *self.cut)
 
     def expand(self, articles):
-        def set_topics(joined):
-            _, grouped = joined
-            topics = next(iter(grouped["topics"]), [])
-            for article in grouped["article"]:
-                yield {**article, "topics": topics}
-
         return ({"article": articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)),
                  "topics": self.vectors | "Tag" >> beam.ParDo(self.tag)}
-                | "JoinTopics" >> beam.CoGroupByKey()
-                | "SetTopics" >> beam.FlatMap(set_topics))
+                | "SetTopics" >> JoinById(lambda parts: {**parts["article"],
+                                                         "topics": parts["topics"]}))
 

