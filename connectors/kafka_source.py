@@ -167,6 +167,19 @@ class _PlanPartitionsFn(beam.DoFn):
             consumer.close()
 
 
+class CheckpointOnlyOffsetTracker(OffsetRestrictionTracker):
+    """An offset range that may be checkpointed (split at the next offset), never split
+    in the middle. A runner's dynamic split of an open range ``[pos, 2**63-1)``
+    would start a residual near offset 4.6e18; Kafka answers a seek past the
+    end by resetting to the earliest offset, and the claim fails. Prism
+    splits this way under a backlog."""
+
+    def try_split(self, fraction_of_remainder):
+        if fraction_of_remainder > 0:
+            return None
+        return super().try_split(0)
+
+
 class _PartitionRestrictions(RestrictionProvider):
     """One offset range per partition, not split further (a partition is read in order)."""
 
@@ -174,7 +187,7 @@ class _PartitionRestrictions(RestrictionProvider):
         return OffsetRange(element.start, element.stop)
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
+        return CheckpointOnlyOffsetTracker(restriction)
 
     def restriction_size(self, element, restriction: OffsetRange) -> int:
         return min(restriction.size(), 1 << 32)

@@ -236,3 +236,15 @@ def test_stop_never_makes_an_unbounded_read(stop, bounded):
     read = p | ReadKafkaArticles(KafkaSpec("127.0.0.1:1", "t", start="earliest", stop=stop),
                                  1 << 20, 1024)
     assert read.articles.is_bounded is bounded
+
+
+def test_a_partition_range_is_checkpointed_but_never_split_in_the_middle():
+    from apache_beam.io.restriction_trackers import OffsetRange
+
+    from connectors.kafka_source import CheckpointOnlyOffsetTracker
+    tracker = CheckpointOnlyOffsetTracker(OffsetRange(10, 2**63 - 1))
+    assert tracker.try_claim(10)
+    assert tracker.try_split(0.5) is None  # a runner's dynamic split is refused
+    primary, residual = tracker.try_split(0)  # a checkpoint resumes at the next offset
+    assert (primary.start, primary.stop) == (10, 11)
+    assert (residual.start, residual.stop) == (11, 2**63 - 1)
