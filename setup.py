@@ -35,7 +35,9 @@ setup(
         "anyascii>=0.3",
     ],
     extras_require={
-        "test": ["pytest>=8", "duckdb>=1.1"],
+        # Beam's Google Cloud parts: the DataflowRunner (a dry run needs no credentials).
+        "dataflow": ["apache-beam[gcp]>=2.77"],
+        "test": ["pytest>=8", "duckdb>=1.1", "apache-beam[gcp]>=2.77"],
     },
     entry_points={"console_scripts": ["newsloom = pipeline.cli:main"]},
 )

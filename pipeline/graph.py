@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from connectors.file_source import ReadArticleFiles
 from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
@@ -118,4 +118,9 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                  | "AllRead" >> beam.Flatten()
                  | "CommitOffsets" >> CommitOffsets(kafka, written))
 
+    if options.view_as(TestOptions).dry_run:
+        # Dataflow built and checked the job without running it: nothing was written.
+        return {"run_id": run_id, "dry_run": True, "state": str(p.result.state),
+                "transforms": sorted(t.unique_name for t in
+                                     p.result.job.proto_pipeline.components.transforms.values())}
     return read_summary(opts.output, run_id)

@@ -83,26 +83,24 @@ class _IndexBucketsFn(beam.DoFn):
         buckets: Dict[str, list] = buckets_state.read() or {}
         stored = buckets.setdefault(key, [])
         if any(e.member.article_id == entry.member.article_id for e in stored):
-            return  # the same article again (a re-read): it was compared already
+            return []  # the same article again (a re-read): it was compared already
         # Articles more than a story window apart never match, whether or not
         # the older one's state has expired yet: a batch run agrees with a stream.
         now = entry.member.order[0]
         partners = nearest_in_time(
             entry.member, [e for e in stored if abs(e.member.order[0] - now) <= self.window],
             self.max_partners)
-        for found in bucket_pairs(kind, entry, partners, self.min_estimate, self.min_cosine):
-            if isinstance(found, Match):
-                yield beam.pvalue.TaggedOutput(EXACT, found)
-            else:
-                yield beam.pvalue.TaggedOutput(kind, found)
+        found = [beam.pvalue.TaggedOutput(EXACT if isinstance(f, Match) else kind, f)
+                 for f in bucket_pairs(kind, entry, partners, self.min_estimate, self.min_cosine)]
         stored.append(entry)
         buckets_state.write(buckets)
         if not self.bounded:
-            due = _grid(entry.member.order[0] + self.window, self.window // EXPIRY_STEPS)
+            due = _grid(now + self.window, self.window // EXPIRY_STEPS)
             current = armed.read()
             if current is None or due < current:
                 expiry.set(Timestamp(micros=due))
                 armed.write(due)
+        return found
 
     @on_timer(EXPIRY)
     def expire(self, fired=beam.DoFn.TimestampParam, buckets_state=beam.DoFn.StateParam(BUCKETS),
@@ -168,17 +166,22 @@ class _AttachFeaturesFn(beam.DoFn):
             waiting.clear()
             if not self.bounded:
                 expiry.set(Timestamp(micros=value.member.order[0] + self.window))
-            return
-        if self.once_per_partner:
-            partner = value[0].article_id  # the later article of the pair
-            if partner in asked.read():
-                return  # met in another bucket already
-            asked.add(partner)
-        features = features_state.read()
-        if features is None:
-            waiting.add(value)
-        else:
-            yield from self.attach(value, features)
+        elif self._first_time(value, asked):
+            features = features_state.read()
+            if features is None:
+                waiting.add(value)
+            else:
+                yield from self.attach(value, features)
+
+    def _first_time(self, request, asked) -> bool:
+        """False for a pair this key has seen (it met in another bucket too)."""
+        if not self.once_per_partner:
+            return True
+        partner = request[0].article_id  # the later article of the pair
+        if partner in asked.read():
+            return False
+        asked.add(partner)
+        return True
 
     @on_timer(EXPIRY)
     def expire(self, features_state=beam.DoFn.StateParam(FEATURES),
