@@ -7,7 +7,7 @@ that, in the weaker of the two directions, so a short article is not called a
 copy of a long one that merely contains it.
 """
 
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 

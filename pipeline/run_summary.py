@@ -7,7 +7,6 @@ Parquet now or already there from an earlier run (``rows_already_present``).
 """
 
 import json
-from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Tuple
 

@@ -5,7 +5,6 @@ import numpy as np
 
 from pipeline.crosslingual import lead_paragraphs, paragraph_coverage
 from pipeline.evidence import evidence_keys, skeleton
-from pipeline.stories import Member
 from pipeline.vector_lsh import HyperplaneLSH
 
 
