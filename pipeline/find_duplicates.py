@@ -35,6 +35,7 @@ from pipeline.story_clusterer import (EXACT, NEAR, VECTOR, JoinById, StoryCluste
                                       event_time)
 from pipeline.text import tokens
 from schemas.article import Article
+
 # Near pairs go on to the exact Jaccard check only if their 8-bit sketch
 # estimate is within this margin of the threshold: about 2 standard errors,
 # so templated articles that share a bucket but not their text stop here.
@@ -132,6 +133,9 @@ class FindDuplicates(beam.PTransform):
     article's in any language (more than ``coverage`` of them, both ways, at
     the pair's paragraph similarity) is a translation, when the two share a
     vector-LSH bucket and their article vectors reach ``min_article_cosine``.
+    Only articles within ``story_window`` of each other (event time) match,
+    and in a bucket a newcomer meets the ``max_partners`` members nearest to
+    it in time.
     Input article ids must be unique (see ``DropRepeatedIds``). Output: the
     same articles, one each.
 
@@ -139,7 +143,8 @@ class FindDuplicates(beam.PTransform):
         threshold: the Jaccard similarity of word shingles that makes a near duplicate.
         shingle_size: words per shingle.
         bands, rows: LSH banding of the MinHash signature (``bands * rows`` values).
-        max_partners: how many earlier members of a bucket each member is compared with.
+        max_partners: how many members of a bucket, the nearest in time, a newcomer is
+            compared with.
         embedded: ``EmbedArticles``' output for the same articles, whose vectors
             find translations; None finds copies within one language only.
         paragraph_similarity: the centred cosine at which paragraphs align; None

@@ -12,6 +12,8 @@ from typing import List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.topics import DEFAULT_TAXONOMY
+
 # Beam's DirectRunner first tries to download the Prism runner from the internet
 # on every run; the FnApiRunner runs batch pipelines in-process with no download.
 DEFAULT_RUNNER = "FnApiRunner"
@@ -83,7 +85,7 @@ class NewsloomOptions(PipelineOptions):
               help="how long, in event time (publication, else ingestion), an article can "
                    "still be matched by a later copy; on a stream, its state is dropped "
                    "after that (default: 72)")
-        _flag(parser, "taxonomy", default="iptc",
+        _flag(parser, "taxonomy", default=DEFAULT_TAXONOMY,
               help="topics to tag: a shipped taxonomy (iptc: the 17 top-level IPTC Media "
                    "Topics, the default; sib200: SIB-200's 7 labels) or a YAML/JSON file "
                    "(see pipeline/topics.py); needs an embedder")

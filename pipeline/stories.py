@@ -84,13 +84,16 @@ def later_earlier(a: Member, b: Member) -> Tuple[Member, Member]:
     return (a, b) if a.order > b.order else (b, a)
 
 
-def nearest_in_time(new: Member, stored: Iterable[BucketEntry],
-                    max_partners: int) -> List[BucketEntry]:
+def nearest_in_time(new: Member, stored: Iterable[BucketEntry], max_partners: int,
+                    within: Optional[int] = None) -> List[BucketEntry]:
     """The ``max_partners`` stored entries closest in time to ``new`` (ties by order),
-    never ``new`` itself: copies appear around the report they copy, and a bucket
-    grown large (boilerplate shared by thousands of articles) then costs
-    O(max_partners) per article instead of O(bucket)."""
-    others = [e for e in stored if e.member.article_id != new.article_id]
+    never ``new`` itself, and none more than ``within`` microseconds from it (the
+    story window; None: no limit). Copies appear around the report they copy,
+    and a bucket grown large (boilerplate shared by thousands of articles) then
+    costs O(max_partners) per article instead of O(bucket)."""
+    now = new.order[0]
+    others = [e for e in stored if e.member.article_id != new.article_id
+              and (within is None or abs(e.member.order[0] - now) <= within)]
     return heapq.nsmallest(max_partners, others,
                            key=lambda e: (abs(e.member.order[0] - new.order[0]), e.member.order))
 

@@ -47,7 +47,6 @@ from pipeline.stories import Match, Member, assign_in_order, bucket_pairs, neare
 EXACT, NEAR, VECTOR = "exact", "near", "vec"
 # Metrics of what expiry dropped, under this namespace (see the tests and benchmarks).
 METRICS = "StoryClusterer"
-HOUR = 3600 * 1_000_000  # microseconds
 # Expiry timers fire on a grid of this fraction of the story window, so a key
 # has a handful of timers in a window rather than one per article.
 EXPIRY_STEPS = 24
@@ -86,21 +85,22 @@ class _IndexBucketsFn(beam.DoFn):
             return []  # the same article again (a re-read): it was compared already
         # Articles more than a story window apart never match, whether or not
         # the older one's state has expired yet: a batch run agrees with a stream.
-        now = entry.member.order[0]
-        partners = nearest_in_time(
-            entry.member, [e for e in stored if abs(e.member.order[0] - now) <= self.window],
-            self.max_partners)
+        partners = nearest_in_time(entry.member, stored, self.max_partners, self.window)
         found = [beam.pvalue.TaggedOutput(EXACT if isinstance(f, Match) else kind, f)
                  for f in bucket_pairs(kind, entry, partners, self.min_estimate, self.min_cosine)]
         stored.append(entry)
         buckets_state.write(buckets)
         if not self.bounded:
-            due = _grid(now + self.window, self.window // EXPIRY_STEPS)
+            due = self._expiry_due(entry.member.order[0])
             current = armed.read()
             if current is None or due < current:
                 expiry.set(Timestamp(micros=due))
                 armed.write(due)
         return found
+
+    def _expiry_due(self, micros: int) -> int:
+        """When an entry of time ``micros`` expires, rounded up to the expiry grid."""
+        return _grid(micros + self.window, self.window // EXPIRY_STEPS)
 
     @on_timer(EXPIRY)
     def expire(self, fired=beam.DoFn.TimestampParam, buckets_state=beam.DoFn.StateParam(BUCKETS),
@@ -116,7 +116,7 @@ class _IndexBucketsFn(beam.DoFn):
             return
         buckets_state.write(buckets)
         oldest = min(e.member.order[0] for entries in buckets.values() for e in entries)
-        due = _grid(oldest + self.window, self.window // EXPIRY_STEPS)
+        due = self._expiry_due(oldest)
         expiry.set(Timestamp(micros=due))
         armed.write(due)
 

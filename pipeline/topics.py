@@ -81,6 +81,12 @@ class Taxonomy:
     def topic_ids(self) -> List[str]:
         return [topic.id for topic in self.topics]
 
+    def cut(self, min_score: Optional[float] = None,
+            max_topics: Optional[int] = None) -> Tuple[float, int]:
+        """(min_score, max_topics) in force: the given ones, else this taxonomy's."""
+        return (self.min_score if min_score is None else min_score,
+                self.max_topics if max_topics is None else max_topics)
+
     def training_set(self) -> Tuple[List[Example], np.ndarray]:
         """Every training text and its topic's index."""
         texts, labels = [], []
@@ -155,8 +161,8 @@ def parse_taxonomy(data, default_name: str = "taxonomy", where: str = "taxonomy"
     ids = [t.id for t in topics]
     if len(set(ids)) != len(ids):
         fail(f"topic ids repeat: {sorted(i for i in set(ids) if ids.count(i) > 1)}")
-    min_score = data.get("min_score", 0.2)
-    max_topics = data.get("max_topics", 3)
+    min_score = data.get("min_score", Taxonomy.min_score)
+    max_topics = data.get("max_topics", Taxonomy.max_topics)
     if not isinstance(min_score, (int, float)) or not 0.0 <= min_score <= 1.0:
         fail(f"'min_score' must be in [0, 1], got {min_score!r}")
     if not isinstance(max_topics, int) or max_topics < 1:
@@ -321,8 +327,7 @@ class TopicTagger:
     def __init__(self, taxonomy: Taxonomy, vectors: np.ndarray, labels: np.ndarray,
                  min_score: Optional[float] = None, max_topics: Optional[int] = None):
         self.taxonomy = taxonomy
-        self.min_score = taxonomy.min_score if min_score is None else min_score
-        self.max_topics = taxonomy.max_topics if max_topics is None else max_topics
+        self.min_score, self.max_topics = taxonomy.cut(min_score, max_topics)
         self.model = fit_topic_model(vectors, labels, len(taxonomy.topics))
 
     def scores(self, article_vectors: np.ndarray) -> np.ndarray:

@@ -64,6 +64,11 @@ def test_nearest_in_time_caps_partners_and_skips_the_same_id():
     partners = nearest_in_time(member("new", 52), stored, max_partners=3)
     assert [p.member.article_id for p in partners] == ["5", "6", "4"]
     assert not nearest_in_time(member("3", 30), [BucketEntry(member("3", 30), "en")], 3)
+    # Only entries within the story window of the newcomer.
+    assert [p.member.article_id for p in nearest_in_time(member("new", 52), stored, 3, 15)] == [
+        "5", "6", "4"]
+    assert [p.member.article_id for p in nearest_in_time(member("new", 52), stored, 3, 5)] == [
+        "5"]
 
 
 def test_near_pairs_keep_similar_articles_and_drop_templated_ones():
