@@ -1,15 +1,28 @@
 """The DropRepeatedIds step: one article row per article_id.
 
 Two input records with the same id (a file listed twice, a re-sent message)
-would otherwise give two rows for one article. The first record, by
-publication time, ingestion time, origin and offset, is kept; every other one
-becomes a dead-letter row naming the id, so the counts still reconcile.
+would otherwise give two rows for one article. Every repeat becomes a
+dead-letter row naming the id, so the counts still reconcile.
+
+Which record is kept:
+
+* Bounded input: the first by publication time, ingestion time, origin and
+  offset, whatever order the records were read in (a ``GroupByKey`` per id).
+* A stream: the first to arrive. Its id is remembered for ``forget_after``
+  seconds of event time (keyed state with an expiry timer), so memory holds
+  the ids of one such span; a repeat arriving later than that is kept again.
 """
 
+from typing import Optional
+
 import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Duration
 
 from schemas.article import Article
-from schemas.dead_letter import DEAD_LETTER_OUTPUT, make_dead_letter
+from schemas.dead_letter import DEAD_LETTER_OUTPUT, rejected_article
 from pipeline.stories import order_key
 
 
@@ -19,36 +32,70 @@ def record_order(article: Article):
             article["origin"], article.get("origin_partition") or 0, article["origin_offset"])
 
 
+def repeat_dead_letter(repeat: Article, first: Article, max_raw_bytes: int):
+    return beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, rejected_article(
+        repeat, reason="duplicate_article_id", max_raw_bytes=max_raw_bytes,
+        error=f"article_id {repeat['article_id']!r} was already read at "
+              f"{first['origin']} offset {first['origin_offset']}"))
+
+
+class _KeepFirstArrivalFn(beam.DoFn):
+    FIRST = ReadModifyWriteStateSpec("first", PickleCoder())
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, forget_after: float, max_raw_bytes: int):
+        self.forget_after = Duration.of(forget_after)
+        self.max_raw_bytes = max_raw_bytes
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                first_state=beam.DoFn.StateParam(FIRST), forget=beam.DoFn.TimerParam(FORGET)):
+        _, article = element
+        first = first_state.read()
+        if first is not None:
+            yield repeat_dead_letter(article, first, self.max_raw_bytes)
+            return
+        # Only where it was read is kept: enough to name it in a repeat's dead letter.
+        first_state.write({"origin": article["origin"], "origin_offset": article["origin_offset"]})
+        forget.set(timestamp + self.forget_after)
+        yield article
+
+    @on_timer(FORGET)
+    def forget_id(self, first_state=beam.DoFn.StateParam(FIRST)):
+        first_state.clear()
+
+
 class DropRepeatedIds(beam.PTransform):
-    """Keeps the first record of each ``article_id``; the others go to ``dead_letter``.
+    """Keeps one record of each ``article_id``; the others go to ``dead_letter``.
 
     Returns a ``DoOutputsTuple`` with ``articles`` and ``dead_letter`` outputs.
-    Memory: one group of records per id (normally one record).
+    Memory: bounded input, one group of records per id (normally one record);
+    a stream (``forget_after`` set), one small record per id seen in the last
+    ``forget_after`` seconds of event time.
     """
 
-    def __init__(self, max_dead_letter_bytes: int):
+    def __init__(self, max_dead_letter_bytes: int, forget_after: Optional[float] = None):
         super().__init__()
+        if forget_after is not None and forget_after <= 0:
+            raise ValueError(f"forget_after must be positive seconds, got {forget_after}")
         self.max_dead_letter_bytes = max_dead_letter_bytes
+        self.forget_after = forget_after
 
     def expand(self, articles):
+        keyed = articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a))
+        if self.forget_after is not None:
+            return keyed | "KeepFirstArrival" >> beam.ParDo(_KeepFirstArrivalFn(
+                self.forget_after, self.max_dead_letter_bytes)).with_outputs(
+                    DEAD_LETTER_OUTPUT, main="articles")
         max_raw = self.max_dead_letter_bytes
 
         def keep_first(keyed):
-            article_id, records = keyed
+            _, records = keyed
             first, *repeats = sorted(records, key=record_order)
             yield first
             for repeat in repeats:
-                raw = repeat["body"].encode("utf-8")
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, make_dead_letter(
-                    reason="duplicate_article_id",
-                    error=f"article_id {article_id!r} was already read at "
-                          f"{first['origin']} offset {first['origin_offset']}",
-                    origin=repeat["origin"], origin_partition=repeat.get("origin_partition"),
-                    origin_offset=repeat["origin_offset"], article_id=article_id, raw=raw,
-                    raw_size=len(raw), ingested_at=repeat["ingested_at"], max_raw_bytes=max_raw))
+                yield repeat_dead_letter(repeat, first, max_raw)
 
-        return (articles
-                | "KeyById" >> beam.Map(lambda a: (a["article_id"], a))
+        return (keyed
                 | "GroupById" >> beam.GroupByKey()
                 | "KeepFirst" >> beam.FlatMap(keep_first).with_outputs(
                     DEAD_LETTER_OUTPUT, main="articles"))

@@ -9,15 +9,18 @@
 """
 
 import json
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.utils.timestamp import Timestamp
 
 from connectors.file_source import ReadArticleFiles
 from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
 from connectors.parquet_sink import ParquetPartitionSink, day_of
+from pipeline.admit_on_time import SECOND, AdmitOnTime, EventWindows
 from pipeline.detect_language import DetectLanguage
 from pipeline.drop_repeated_ids import DropRepeatedIds
 from pipeline.embed_articles import EmbedArticles
@@ -31,11 +34,24 @@ from schemas import dead_letter as dead_letter_schema
 from schemas import story as story_schema
 from schemas.dead_letter import DEAD_LETTER_OUTPUT
 
+# How often, in event-time seconds, a stream's articles are assigned to stories.
+ASSIGN_EVERY = 10
+
+
+def event_time_of(article) -> datetime:
+    """An article's event time: its publication time, else its ingestion time."""
+    return article.get("published_at") or article["ingested_at"]
+
+
+def updated_time_of(story) -> datetime:
+    # A stream's story row is stamped with the end of the window that changed
+    # it: the instant before is inside that window.
+    return story["updated_at"] - timedelta(microseconds=1)
+
 
 def article_partition(article):
     """``dt`` from the publication day (the ingestion day when unknown), then ``lang``."""
-    published = article.get("published_at") or article["ingested_at"]
-    return [("dt", day_of(published)), ("lang", article["lang"])]
+    return [("dt", day_of(event_time_of(article))), ("lang", article["lang"])]
 
 
 def dead_letter_partition(dead_letter):
@@ -52,75 +68,126 @@ def kafka_spec(opts: NewsloomOptions) -> KafkaSpec:
                      client_config=json.loads(opts.kafka_config))
 
 
-def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    """Runs newsloom with command-line style ``argv``; returns the run summary."""
+def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = None
+        ) -> Dict[str, Any]:
+    """Runs newsloom with command-line style ``argv``; returns the run summary.
+
+    ``source``, when given, replaces the file or Kafka read: a transform giving
+    ``articles`` and ``dead_letter`` outputs, such as ``ReadTestStream``.
+    A stream runs until it is cancelled; it writes no run summary.
+    """
     options = PipelineOptions(normalise_argv(argv))
+    with beam.Pipeline(options=options) as p:
+        plan = build(p, options, source)
+    if options.view_as(TestOptions).dry_run:
+        # Dataflow built and checked the job without running it: nothing was written.
+        return {"run_id": plan.run_id, "dry_run": True, "state": str(p.result.state),
+                "transforms": sorted(t.unique_name for t in
+                                     p.result.job.proto_pipeline.components.transforms.values())}
+    if plan.windows:
+        return {"run_id": plan.run_id, "streaming": True, "state": str(p.result.state)}
+    return read_summary(plan.output, plan.run_id)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``build`` decided: the run's id, where it writes, and its windows on a stream."""
+
+    run_id: str
+    output: str
+    windows: Optional[EventWindows]
+
+
+def build(p: beam.Pipeline, options: PipelineOptions,
+          source: Optional[beam.PTransform] = None) -> Plan:
+    """Adds newsloom's steps to ``p``. A stream (``--streaming``, or Kafka with
+    ``--stop=never``) writes windowed files and keeps its state in event time."""
     opts = options.view_as(NewsloomOptions)
     started_at = datetime.now(timezone.utc)
     run_id = opts.run_id or new_run_id(started_at)
-    kafka = kafka_spec(opts) if opts.kafka_bootstrap_servers else None
+    kafka = kafka_spec(opts) if opts.kafka_bootstrap_servers and source is None else None
+    standard = options.view_as(StandardOptions)
+    if kafka and kafka.unbounded:
+        standard.streaming = True  # an endless read needs a streaming runner
+    story_window = opts.story_window_hours * 3600
+    windows = EventWindows.of(opts.window_seconds, opts.allowed_lateness_hours * 3600) \
+        if standard.streaming else None
+    # Rows of a window are written this long after its end: the story step
+    # assigns a stream's articles on a grid of ASSIGN_EVERY seconds of event time.
+    flush_delay = 2 * ASSIGN_EVERY * SECOND
 
-    with beam.Pipeline(options=options) as p:
-        if kafka:
-            read = p | "ReadKafkaArticles" >> ReadKafkaArticles(
-                kafka, opts.max_article_bytes, opts.max_dead_letter_bytes)
-        else:
-            read = p | "ReadArticleFiles" >> ReadArticleFiles(
-                opts.input, ingested_at=started_at, max_article_bytes=opts.max_article_bytes,
-                max_dead_letter_bytes=opts.max_dead_letter_bytes)
-        unique = read.articles | "DropRepeatedIds" >> DropRepeatedIds(opts.max_dead_letter_bytes)
-        articles = (unique.articles
-                    | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
-                    | "AtEventTime" >> beam.Map(at_event_time))
-        # One embedding per article serves both translations and topics.
-        embedded = None if opts.embedder == "none" else (
-            articles | "EmbedArticles" >> EmbedArticles(member_of, opts.embedder))
-        articles = articles | "FindDuplicates" >> FindDuplicates(
-            opts.near_duplicate_threshold, embedded=embedded,
-            paragraph_similarity=opts.paragraph_similarity, coverage=opts.translation_coverage,
-            story_window=opts.story_window_hours * 3600,
-            bounded=not (kafka and kafka.stop == "never"))
-        topic_cut = None
-        if embedded is not None:
-            tag_topics = TagTopics(embedded.vectors, opts.taxonomy, opts.embedder,
-                                   opts.min_topic_score, opts.max_topics)
-            articles = articles | "TagTopics" >> tag_topics
-            topic_cut = tag_topics.cut
-        dead_letters = ((read[DEAD_LETTER_OUTPUT], unique[DEAD_LETTER_OUTPUT])
-                        | "AllDeadLetters" >> beam.Flatten())
+    if source is not None:
+        read = p | "ReadSource" >> source
+    elif kafka:
+        read = p | "ReadKafkaArticles" >> ReadKafkaArticles(
+            kafka, opts.max_article_bytes, opts.max_dead_letter_bytes)
+    else:
+        read = p | "ReadArticleFiles" >> ReadArticleFiles(
+            opts.input, ingested_at=started_at, max_article_bytes=opts.max_article_bytes,
+            max_dead_letter_bytes=opts.max_dead_letter_bytes)
+    articles = read.articles | "AtEventTime" >> beam.Map(at_event_time)
+    rejected = [read[DEAD_LETTER_OUTPUT]]
+    if windows:
+        admitted = articles | "AdmitOnTime" >> AdmitOnTime(windows, opts.max_dead_letter_bytes)
+        articles = admitted.articles
+        rejected.append(admitted[DEAD_LETTER_OUTPUT])
+    unique = articles | "DropRepeatedIds" >> DropRepeatedIds(
+        opts.max_dead_letter_bytes, forget_after=story_window if windows else None)
+    rejected.append(unique[DEAD_LETTER_OUTPUT])
+    articles = unique.articles | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
+    # One embedding per article serves both translations and topics.
+    embedded = None if opts.embedder == "none" else (
+        articles | "EmbedArticles" >> EmbedArticles(member_of, opts.embedder))
+    articles = articles | "FindDuplicates" >> FindDuplicates(
+        opts.near_duplicate_threshold, embedded=embedded,
+        paragraph_similarity=opts.paragraph_similarity, coverage=opts.translation_coverage,
+        story_window=story_window, assign_every=ASSIGN_EVERY, bounded=windows is None)
+    topic_cut = None
+    if embedded is not None:
+        tag_topics = TagTopics(embedded.vectors, opts.taxonomy, opts.embedder,
+                               opts.min_topic_score, opts.max_topics)
+        articles = articles | "TagTopics" >> tag_topics
+        topic_cut = tag_topics.cut
+    dead_letters = rejected | "AllDeadLetters" >> beam.Flatten()
 
-        written_articles = articles | "WriteArticles" >> ParquetPartitionSink(
-            opts.output, "articles", article_schema.ARTICLE, article_partition,
-            article_schema.PARTITION_COLUMNS, sort_by=("article_id",), run_id=run_id,
-            rows_per_file=opts.rows_per_file, compression=opts.parquet_compression,
-            unique_key="article_id")
-        written_stories = (
-            articles
-            | "SummarizeStories" >> SummarizeStories(run_id, started_at, topic_cut)
-            | "WriteStories" >> ParquetPartitionSink(
-                opts.output, "stories", story_schema.STORY, story_partition,
-                story_schema.PARTITION_COLUMNS, sort_by=("story_id",), run_id=run_id,
-                rows_per_file=opts.rows_per_file, compression=opts.parquet_compression))
-        written_dead_letters = dead_letters | "WriteDeadLetters" >> ParquetPartitionSink(
-            opts.output, "deadletter", dead_letter_schema.DEAD_LETTER, dead_letter_partition,
-            dead_letter_schema.PARTITION_COLUMNS, sort_by=("origin", "origin_offset"),
-            run_id=run_id, rows_per_file=opts.rows_per_file,
-            compression=opts.parquet_compression)
+    def sink(name, schema, partition_columns, partition_of, sort_by, time_of, unique_key=None):
+        window_of = None
+        if windows:
+            def window_of(row):
+                start = windows.start(Timestamp.from_utc_datetime(time_of(row)).micros)
+                return start, start + windows.size
+        return ParquetPartitionSink(
+            opts.output, name, schema, partition_of, partition_columns,
+            sort_by=sort_by, run_id=run_id, rows_per_file=opts.rows_per_file,
+            compression=opts.parquet_compression, unique_key=unique_key, window_of=window_of,
+            flush_delay=flush_delay)
 
-        _ = ({"articles": articles, "dead_letters": dead_letters,
-              "written_articles": written_articles,
-              "written_dead_letters": written_dead_letters, "written_stories": written_stories}
-             | "WriteRunSummary" >> WriteRunSummary(opts.output, run_id, started_at))
-        if kafka and kafka.group_id:
-            written = ((written_articles, written_dead_letters)
-                       | "AllWritten" >> beam.Flatten())
-            _ = ((read.articles, read[DEAD_LETTER_OUTPUT])
-                 | "AllRead" >> beam.Flatten()
-                 | "CommitOffsets" >> CommitOffsets(kafka, written))
+    written_articles = articles | "WriteArticles" >> sink(
+        "articles", article_schema.ARTICLE, article_schema.PARTITION_COLUMNS, article_partition, ("article_id",), event_time_of,
+        unique_key="article_id")
+    written_stories = (
+        articles
+        | "SummarizeStories" >> SummarizeStories(
+            run_id, started_at, topic_cut, windows, story_window * SECOND if windows else None)
+        | "WriteStories" >> sink("stories", story_schema.STORY, story_schema.PARTITION_COLUMNS,
+                                 story_partition, ("story_id",),
+                                 updated_time_of))
+    written_dead_letters = dead_letters | "WriteDeadLetters" >> sink(
+        "deadletter", dead_letter_schema.DEAD_LETTER, dead_letter_schema.PARTITION_COLUMNS,
+        dead_letter_partition, ("origin", "origin_offset"),
+        lambda d: d["ingested_at"])
 
-    if options.view_as(TestOptions).dry_run:
-        # Dataflow built and checked the job without running it: nothing was written.
-        return {"run_id": run_id, "dry_run": True, "state": str(p.result.state),
-                "transforms": sorted(t.unique_name for t in
-                                     p.result.job.proto_pipeline.components.transforms.values())}
-    return read_summary(opts.output, run_id)
+    if windows:
+        # A stream never ends, so it has no run summary; its Kafka offsets are
+        # committed as the runner finalises what it read (see kafka_source).
+        return Plan(run_id, opts.output, windows)
+    _ = ({"articles": articles, "dead_letters": dead_letters,
+          "written_articles": written_articles,
+          "written_dead_letters": written_dead_letters, "written_stories": written_stories}
+         | "WriteRunSummary" >> WriteRunSummary(opts.output, run_id, started_at))
+    if kafka and kafka.group_id:
+        written = ((written_articles, written_dead_letters) | "AllWritten" >> beam.Flatten())
+        _ = ((read.articles, read[DEAD_LETTER_OUTPUT])
+             | "AllRead" >> beam.Flatten()
+             | "CommitOffsets" >> CommitOffsets(kafka, written))
+    return Plan(run_id, opts.output, None)

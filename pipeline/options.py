@@ -85,6 +85,14 @@ class NewsloomOptions(PipelineOptions):
               help="how long, in event time (publication, else ingestion), an article can "
                    "still be matched by a later copy; on a stream, its state is dropped "
                    "after that (default: 72)")
+        _flag(parser, "window_seconds", type=float, default=60.0,
+              help="on a stream (--streaming, or Kafka with --stop=never): the length of the "
+                   "event-time windows whose rows are written together, in files named by "
+                   "the window (default: 60)")
+        _flag(parser, "allowed_lateness_hours", type=float, default=24.0,
+              help="on a stream: how long after its window's end an article is still "
+                   "taken (written to a further file of that window); later ones become "
+                   "dead letters with reason 'late' (default: 24)")
         _flag(parser, "taxonomy", default=DEFAULT_TAXONOMY,
               help="topics to tag: a shipped taxonomy (iptc: the 17 top-level IPTC Media "
                    "Topics, the default; sib200: SIB-200's 7 labels) or a YAML/JSON file "

@@ -240,6 +240,7 @@ class _AssignStoriesFn(beam.DoFn):
     PENDING = ReadModifyWriteStateSpec("pending", PickleCoder())
     KNOWN = ReadModifyWriteStateSpec("known", PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
+    ASSIGNED = ReadModifyWriteStateSpec("assigned_through", PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, window: int, every: int, bounded: bool):
@@ -249,7 +250,8 @@ class _AssignStoriesFn(beam.DoFn):
         self.bounded = bounded
 
     def process(self, element, pending_state=beam.DoFn.StateParam(PENDING),
-                armed=beam.DoFn.StateParam(ARMED), flush=beam.DoFn.TimerParam(FLUSH)):
+                armed=beam.DoFn.StateParam(ARMED), assigned=beam.DoFn.StateParam(ASSIGNED),
+                flush=beam.DoFn.TimerParam(FLUSH)):
         _, (tag, value) = element
         micros = (value if tag == "member" else value.later).order[0]
         slot = _grid(micros + 1, self.every)
@@ -263,14 +265,30 @@ class _AssignStoriesFn(beam.DoFn):
         # end of the global window: the bundle-based DirectRunner has finished
         # the GroupByKeys downstream by the time such a timer fires).
         current = armed.read()
-        if current is None or (slot > current if self.bounded else slot < current):
-            flush.set(Timestamp(micros=slot))
-            armed.write(slot)
+        if self.bounded:
+            due = slot if current is None or slot > current else None
+        else:
+            due = self._stream_due(slot, current, assigned.read())
+        if due is not None:
+            flush.set(Timestamp(micros=due))
+            armed.write(due)
+
+    def _stream_due(self, slot: int, armed: Optional[int], assigned: Optional[int]
+                    ) -> Optional[int]:
+        """When a stream's timer should fire for a newcomer in ``slot``, or None to keep it."""
+        if assigned is None or slot > assigned:
+            return slot if armed is None or slot < armed else None
+        # A late article (its slot already assigned). Its matches come after it
+        # through the steps upstream, behind the watermark; while they are on
+        # their way the watermark cannot pass a later slot. So it waits for the
+        # next slot already armed, or else the one after the last assigned.
+        return assigned + self.every if armed is None else None
 
     @on_timer(FLUSH)
     def assign(self, fired=beam.DoFn.TimestampParam,
                pending_state=beam.DoFn.StateParam(PENDING), known_state=beam.DoFn.StateParam(KNOWN),
-               armed=beam.DoFn.StateParam(ARMED), flush=beam.DoFn.TimerParam(FLUSH)):
+               armed=beam.DoFn.StateParam(ARMED), assigned=beam.DoFn.StateParam(ASSIGNED),
+               flush=beam.DoFn.TimerParam(FLUSH)):
         pending = pending_state.read() or {}
         ready = sorted(slot for slot in pending if slot <= fired.micros)
         known = known_state.read() or {}
@@ -287,6 +305,7 @@ class _AssignStoriesFn(beam.DoFn):
             self.expired.inc(len(known) - len(kept))
             known = kept
         known_state.write(known)
+        assigned.write(fired.micros)
         armed.clear()
         if pending:
             pending_state.write(pending)

@@ -51,6 +51,8 @@ REASONS = {
     "too_large": "larger than --max_article_bytes",
     "unsupported_file": "a file type the file source does not read",
     "duplicate_article_id": "an earlier record in the run has the same article_id",
+    "late": "on a stream, its event time was behind the watermark by more than the "
+            "allowed lateness",
 }
 
 
@@ -76,3 +78,16 @@ def make_dead_letter(*, reason: str, error: str, origin: str, origin_offset: int
         "raw_truncated": len(kept) < raw_size,
         "ingested_at": ingested_at,
     }
+
+
+def rejected_article(article, *, reason: str, error: str, max_raw_bytes: int) -> DeadLetter:
+    """The dead-letter row of an article rejected after parsing (a repeat, a late one).
+
+    Its raw bytes are the article's body: the parsed record is all a later step still has.
+    """
+    raw = article["body"].encode("utf-8")
+    return make_dead_letter(
+        reason=reason, error=error, origin=article["origin"],
+        origin_partition=article.get("origin_partition"), origin_offset=article["origin_offset"],
+        article_id=article["article_id"], raw=raw, raw_size=len(raw),
+        ingested_at=article["ingested_at"], max_raw_bytes=max_raw_bytes)
