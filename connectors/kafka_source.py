@@ -6,14 +6,17 @@ on the DirectRunner, Prism, Flink and Dataflow.
 
 How it reads:
 
-1. ``PlanPartitions`` (once, on a worker) lists the topic's partitions and
-   turns ``start`` and ``stop`` into one offset range per partition.
-2. ``ReadPartition``, a splittable DoFn, reads each range with ``assign()`` and
-   ``seek()`` (no consumer-group rebalancing inside workers), polling with a
-   timeout. When a partition has nothing new, or a read has gone on for
+1. ``PlanTopic`` (once, on a worker) lists the topic's partitions and turns
+   ``start`` and ``stop`` into one offset range per partition
+   (``plan_partitions``); together they make one element, the whole topic.
+2. ``ReadTopic``, a splittable DoFn, reads all those ranges with ``assign()``
+   and ``seek()`` (no consumer-group rebalancing inside workers), polling with
+   a timeout. When no partition has anything new, or a read has gone on for
    ``max_read_seconds``, it checkpoints itself (``defer_remainder``) and the
-   runner resumes it later. Its watermark follows the message timestamps and,
-   once a partition is caught up, advances with the clock so that an idle
+   runner resumes it later; a checkpoint is the only split it accepts. Its
+   watermark is the minimum of one watermark per partition: each follows its
+   partition's message timestamps and, once the partition is caught up,
+   advances with the clock (less ``idle_slack_seconds``) so that an idle
    partition does not hold windows open.
 3. ``ParseMessages`` turns each message into an article, or a dead-letter row
    naming its topic, partition and offset.
@@ -25,22 +28,23 @@ end offsets seen at start: bounded, for batch runs and backfills), ``never``
 (unbounded, for streaming runners), ``N`` (at most N messages per partition)
 or ``Ns`` (read for N seconds).
 
-Offsets are committed to the consumer group by ``CommitOffsets`` only after the
-rows have reached the Parquet files, so the read is at-least-once; the
-article sink skips ids already in the dataset, so the dataset is effectively
-once.
+Offsets are committed to the consumer group only once the runner holds what
+was read, so the read is at-least-once; the article sink skips ids already in
+the dataset, so the dataset is effectively once. A bounded read commits with
+``CommitOffsets`` after the rows have reached the Parquet files. An unbounded
+read with a group commits as the runner finalizes its bundles (see
+``KafkaSpec.commit_on_finalize``).
 """
 
 import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
-from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker, WatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from connectors.records import RejectedRecord, article_from_json_bytes, check_size
@@ -63,6 +67,7 @@ class KafkaSpec:
     client_config: Dict[str, Any] = field(default_factory=dict)
     poll_timeout_ms: int = 1000
     max_read_seconds: float = 10.0
+    idle_slack_seconds: float = 2.0  # how far a caught-up partition's watermark trails the clock
 
     def __post_init__(self):
         if not self.bootstrap_servers or not self.topic:
@@ -76,6 +81,20 @@ class KafkaSpec:
     @property
     def unbounded(self) -> bool:
         return self.stop == "never"
+
+    @property
+    def commit_on_finalize(self) -> bool:
+        """Whether the reader itself commits the group's offsets: unbounded reads with a group.
+
+        It commits as the runner finalizes each bundle, which the runner does
+        only after it has durably committed the bundle's output (the semantic
+        of Beam's KafkaIO ``commitOffsetsInFinalize``), so the group's offsets
+        never run ahead of what the runner holds. A finalization that comes late
+        can only move the group back (re-reads), never ahead. Elements the
+        runner holds are lost if the job is cancelled rather than drained.
+        Bounded reads commit with ``CommitOffsets`` once the rows are written.
+        """
+        return self.unbounded and bool(self.group_id)
 
     def consumer(self, **overrides):
         from kafka import KafkaConsumer
@@ -155,63 +174,168 @@ def plan_partitions(spec: KafkaSpec, consumer, now: float) -> Iterable[Partition
         yield PartitionRead(tp.topic, tp.partition, start, max(start, stop), deadline)
 
 
-class _PlanPartitionsFn(beam.DoFn):
+class PartitionRange(NamedTuple):
+    """Offsets [start, stop) of one partition."""
+
+    partition: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class TopicRead:
+    """The element a topic is read as: every partition's range, and a wall-clock deadline."""
+
+    topic: str
+    ranges: Tuple[PartitionRange, ...]
+    deadline: Optional[float] = None  # epoch seconds
+
+
+class _PlanTopicFn(beam.DoFn):
     def __init__(self, spec: KafkaSpec):
         self.spec = spec
 
     def process(self, _):
         consumer = self.spec.consumer(group_id=self.spec.group_id)
         try:
-            yield from plan_partitions(self.spec, consumer, time.time())
+            plan = list(plan_partitions(self.spec, consumer, time.time()))
         finally:
             consumer.close()
+        yield TopicRead(self.spec.topic,
+                        tuple(PartitionRange(r.partition, r.start, r.stop) for r in plan),
+                        deadline=plan[0].deadline)
 
 
-class CheckpointOnlyOffsetTracker(OffsetRestrictionTracker):
-    """An offset range that may be checkpointed (split at the next offset), never split
-    in the middle. A runner's dynamic split of an open range ``[pos, 2**63-1)``
+class TopicRangesTracker(RestrictionTracker):
+    """Claims ``(partition, offset)`` positions in a topic's ranges; each partition in order.
+
+    The restriction is a tuple of ``PartitionRange``. Claiming an offset at or
+    past a partition's stop fails and marks that partition read to its end.
+
+    It splits only at the current positions (a checkpoint), never in the middle
+    of a range: a runner's dynamic split of an open range ``[pos, 2**63-1)``
     would start a residual near offset 4.6e18; Kafka answers a seek past the
-    end by resetting to the earliest offset, and the claim fails. Prism
-    splits this way under a backlog."""
+    end by resetting to the earliest offset, and the claim fails. Prism splits
+    this way under a backlog.
+    """
+
+    def __init__(self, ranges: Tuple[PartitionRange, ...]):
+        self._ranges = ranges
+        self._next = {r.partition: r.start for r in ranges}  # the next offset to claim
+
+    def current_restriction(self) -> Tuple[PartitionRange, ...]:
+        return self._ranges
+
+    def try_claim(self, position: Tuple[int, int]) -> bool:
+        partition, offset = position
+        if partition not in self._next:
+            raise ValueError(f"partition {partition} is not in {self._ranges}")
+        if offset < self._next[partition]:
+            raise ValueError(f"partition {partition}: offset {offset} claimed after "
+                             f"{self._next[partition] - 1}")
+        stop = next(r.stop for r in self._ranges if r.partition == partition)
+        if offset >= stop:
+            self._next[partition] = stop
+            return False
+        self._next[partition] = offset + 1
+        return True
 
     def try_split(self, fraction_of_remainder):
         if fraction_of_remainder > 0:
             return None
-        return super().try_split(0)
+        primary = tuple(r._replace(stop=self._next[r.partition]) for r in self._ranges)
+        residual = tuple(r._replace(start=self._next[r.partition]) for r in self._ranges)
+        if all(r.start >= r.stop for r in residual):
+            return None
+        self._ranges = primary
+        return primary, residual
+
+    def check_done(self):
+        unread = [r._replace(start=self._next[r.partition]) for r in self._ranges
+                  if self._next[r.partition] < r.stop]
+        if unread:
+            raise ValueError(f"offsets left unread: {unread}")
+
+    def current_progress(self) -> RestrictionProgress:
+        # A fraction, as OffsetRestrictionTracker reports it: reported as completed
+        # and remaining work instead, Prism's split requests failed in the SDK
+        # (a NaN split point).
+        done = sum(self._next[r.partition] - r.start for r in self._ranges)
+        left = sum(_size(r.stop - self._next[r.partition]) for r in self._ranges)
+        return RestrictionProgress(fraction=done / (done + left) if done + left else 1.0)
+
+    def is_bounded(self) -> bool:
+        return all(r.stop != NO_END for r in self._ranges)
 
 
-class _PartitionRestrictions(RestrictionProvider):
-    """One offset range per partition, not split further (a partition is read in order)."""
+def _size(offsets: int) -> int:
+    """An open range counts as 2**32 offsets: big, and still summable."""
+    return min(offsets, 1 << 32)
 
-    def initial_restriction(self, element: PartitionRead) -> OffsetRange:
-        return OffsetRange(element.start, element.stop)
 
-    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return CheckpointOnlyOffsetTracker(restriction)
+class _TopicRestrictions(RestrictionProvider):
+    """The topic's ranges, read as one restriction (never split up front)."""
 
-    def restriction_size(self, element, restriction: OffsetRange) -> int:
-        return min(restriction.size(), 1 << 32)
+    def initial_restriction(self, element: TopicRead) -> Tuple[PartitionRange, ...]:
+        return element.ranges
+
+    def create_tracker(self, restriction) -> TopicRangesTracker:
+        return TopicRangesTracker(restriction)
+
+    def restriction_size(self, element, restriction) -> int:
+        return sum(_size(r.stop - r.start) for r in restriction)
 
     def split(self, element, restriction):
         yield restriction
 
 
-class _WatermarkFromMessages(beam.transforms.core.WatermarkEstimatorProvider):
-    def initial_estimator_state(self, element, restriction):
-        return None
+class PartitionWatermarks(WatermarkEstimator):
+    """One watermark per partition; the read's watermark is their minimum.
 
-    def create_watermark_estimator(self, estimator_state):
-        return ManualWatermarkEstimator(estimator_state)
+    A partition with no watermark yet (nothing read from it, and not known to
+    be caught up) holds the read's watermark back: it is None until every
+    partition has one.
+    """
+
+    def __init__(self, state: Dict[int, Optional[Timestamp]]):
+        self._watermarks = dict(state)
+
+    def advance(self, partition: int, timestamp: Timestamp) -> None:
+        current = self._watermarks[partition]
+        if current is None or timestamp > current:
+            self._watermarks[partition] = timestamp
+
+    def observe_timestamp(self, timestamp):
+        """Unused: the reader advances each partition's watermark itself."""
+
+    def current_watermark(self) -> Optional[Timestamp]:
+        watermarks = list(self._watermarks.values())
+        if not watermarks or any(w is None for w in watermarks):
+            return None
+        return min(watermarks)
+
+    def get_estimator_state(self) -> Dict[int, Optional[Timestamp]]:
+        return dict(self._watermarks)
 
 
-def _advance(watermark_estimator, timestamp: Timestamp) -> None:
-    current = watermark_estimator.current_watermark()
-    if current is None or timestamp > current:
-        watermark_estimator.set_watermark(timestamp)
+class _PartitionWatermarksProvider(WatermarkEstimatorProvider):
+    def initial_estimator_state(self, element: TopicRead, restriction):
+        return {r.partition: None for r in element.ranges}
+
+    def create_watermark_estimator(self, estimator_state) -> PartitionWatermarks:
+        return PartitionWatermarks(estimator_state)
 
 
-class ReadPartitionFn(beam.DoFn):
-    """Reads one partition's offset range; checkpoints when idle or after ``max_read_seconds``."""
+# Why one element per topic, not one per partition: Prism (2.77) keeps ONE
+# output watermark per stage and overwrites it with the residual watermarks of
+# whichever bundle finished last. With an element per partition, an idle
+# partition's watermark ("now") then overtakes another partition's unread
+# backlog, which arrives late and is dropped by every window downstream (5,534
+# of 6,000 backlog messages in a test). One element carries the minimum over
+# all partitions in every residual, which is right on every runner. The price:
+# one worker reads the whole topic.
+class ReadTopicFn(beam.DoFn):
+    """Reads a topic's partition ranges; checkpoints when idle or after ``max_read_seconds``."""
 
     def __init__(self, spec: KafkaSpec, idle_resume_seconds: float = 1.0):
         self.spec = spec
@@ -219,7 +343,7 @@ class ReadPartitionFn(beam.DoFn):
         self._consumer = None
 
     def setup(self):
-        # One consumer per worker thread, re-assigned per partition: no group
+        # One consumer per worker thread, re-assigned per element: no group
         # membership, so no rebalancing while workers come and go.
         self._consumer = self.spec.consumer(group_id=None)
 
@@ -227,57 +351,108 @@ class ReadPartitionFn(beam.DoFn):
         if self._consumer is not None:
             self._consumer.close()
 
-    def process(self, element: PartitionRead,
-                tracker=beam.DoFn.RestrictionParam(_PartitionRestrictions()),
-                watermark_estimator=beam.DoFn.WatermarkEstimatorParam(_WatermarkFromMessages())):
+    def process(self, element: TopicRead,
+                tracker=beam.DoFn.RestrictionParam(_TopicRestrictions()),
+                watermarks=beam.DoFn.WatermarkEstimatorParam(_PartitionWatermarksProvider())):
+        yield from self._read(element, tracker, watermarks, claimed={})
+
+    def _read(self, element: TopicRead, tracker, watermarks, claimed: Dict[int, int]):
+        """Yields the messages; ``claimed`` gets each partition's next offset as it goes."""
         from kafka import TopicPartition
-        tp = TopicPartition(element.topic, element.partition)
-        restriction = tracker.current_restriction()
-        self._consumer.assign([tp])
-        self._consumer.seek(tp, restriction.start)
+        unfinished = {r.partition: r for r in tracker.current_restriction() if r.start < r.stop}
+        tps = {p: TopicPartition(element.topic, p) for p in unfinished}
+        if not unfinished:
+            return
+        self._consumer.assign(list(tps.values()))
+        self._consumer.resume(*tps.values())  # an earlier read may have paused some
+        for p, r in unfinished.items():
+            self._consumer.seek(tps[p], r.start)
+
+        def finish(partition):
+            tracker.try_claim((partition, unfinished.pop(partition).stop))  # marks it read
+            self._consumer.pause(tps[partition])
+
         began = time.monotonic()
-        while True:
+        while unfinished:
             if element.deadline is not None and time.time() >= element.deadline:
-                tracker.try_claim(restriction.stop)  # past the deadline: the range is done
+                for p in list(unfinished):  # past the deadline: every range is done
+                    finish(p)
                 return
-            batch = self._consumer.poll(timeout_ms=self.spec.poll_timeout_ms,
-                                        max_records=500).get(tp, [])
-            if not batch:
-                position = self._consumer.position(tp)
-                if position is not None and position >= restriction.stop:
-                    tracker.try_claim(restriction.stop)  # nothing left in the range
-                    return
-                if position is not None and self._caught_up(tp, position):
-                    _advance(watermark_estimator, Timestamp.now())
-                tracker.defer_remainder(Duration.of(self.idle_resume_seconds))
+            records = self._consumer.poll(timeout_ms=self.spec.poll_timeout_ms, max_records=500)
+            if not records:
+                for p in list(unfinished):
+                    position = self._consumer.position(tps[p])
+                    if position is not None and position >= unfinished[p].stop:
+                        finish(p)  # nothing left in the range
+                if unfinished:
+                    self._advance_caught_up(tps, unfinished, watermarks)
+                    tracker.defer_remainder(Duration.of(self.idle_resume_seconds))
                 return
-            for message in batch:
-                if not tracker.try_claim(message.offset):
-                    return
-                timestamp = Timestamp.of(message.timestamp / 1000)
-                _advance(watermark_estimator, timestamp)
-                yield beam.window.TimestampedValue(KafkaMessage(
-                    message.topic, message.partition, message.offset, message.timestamp,
-                    message.key, message.value), timestamp)
-            if time.monotonic() - began >= self.spec.max_read_seconds:
+            for tp, batch in records.items():
+                for message in batch:
+                    if not tracker.try_claim((tp.partition, message.offset)):
+                        finish(tp.partition)  # past its stop
+                        break
+                    claimed[tp.partition] = message.offset + 1
+                    timestamp = Timestamp.of(message.timestamp / 1000)
+                    watermarks.advance(tp.partition, timestamp)
+                    yield beam.window.TimestampedValue(KafkaMessage(
+                        message.topic, message.partition, message.offset, message.timestamp,
+                        message.key, message.value), timestamp)
+            if unfinished and time.monotonic() - began >= self.spec.max_read_seconds:
+                self._advance_caught_up(tps, unfinished, watermarks)
                 tracker.defer_remainder()  # let the runner commit this much output
                 return
 
-    def _caught_up(self, tp, position: int) -> bool:
+    def _advance_caught_up(self, tps, unfinished, watermarks) -> None:
+        """Moves the watermark of each caught-up partition to the clock, less the slack.
+
+        The slack leaves room for messages produced just now whose (producer
+        or broker) timestamps are slightly earlier than this worker's clock.
+        """
+        now = Timestamp.now() - Duration.of(self.spec.idle_slack_seconds)
+        positions = {p: self._consumer.position(tps[p]) for p in unfinished}
         try:
-            return position >= self._consumer.end_offsets([tp])[tp]
-        except Exception:  # the broker is away: not caught up as far as we know
-            return False
+            ends = self._consumer.end_offsets([tps[p] for p in unfinished])
+        except Exception:  # the broker is away: no partition is known to be caught up
+            return
+        for p, position in positions.items():
+            if position is not None and position >= ends[tps[p]]:
+                watermarks.advance(p, now)
 
 
-class _ReadUnboundedPartitionFn(ReadPartitionFn):
-    """The same reader, declared unbounded for ``stop=never`` (streaming runners)."""
+class _ReadUnboundedTopicFn(ReadTopicFn):
+    """The same reader, declared unbounded for ``stop=never`` (streaming runners).
 
+    With ``spec.commit_on_finalize`` it commits, as the runner finalizes each
+    bundle, the next offset of the last message the bundle claimed in each
+    partition.
+    """
+
+    # The finalizer comes before the tracker: Beam passes it by position and
+    # the tracker and watermark estimator by name.
     @beam.DoFn.unbounded_per_element()
-    def process(self, element: PartitionRead,
-                tracker=beam.DoFn.RestrictionParam(_PartitionRestrictions()),
-                watermark_estimator=beam.DoFn.WatermarkEstimatorParam(_WatermarkFromMessages())):
-        yield from super().process(element, tracker, watermark_estimator)
+    def process(self, element: TopicRead, finalizer=beam.DoFn.BundleFinalizerParam,
+                tracker=beam.DoFn.RestrictionParam(_TopicRestrictions()),
+                watermarks=beam.DoFn.WatermarkEstimatorParam(_PartitionWatermarksProvider())):
+        claimed = {}
+        if self.spec.commit_on_finalize:
+            finalizer.register(lambda: _commit(self.spec, claimed))
+        yield from self._read(element, tracker, watermarks, claimed)
+
+
+def _commit(spec: KafkaSpec, next_offsets: Dict[int, int]) -> None:
+    """Commits ``{partition: next offset}`` to ``spec.group_id`` with a short-lived consumer."""
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+    if not next_offsets:
+        return
+    consumer = spec.consumer()
+    try:
+        consumer.commit({TopicPartition(spec.topic, p): OffsetAndMetadata(o, "", -1)
+                         for p, o in next_offsets.items()})
+    finally:
+        consumer.close()
 
 
 class ParseMessagesFn(beam.DoFn):
@@ -318,12 +493,11 @@ class ReadKafkaMessages(beam.PTransform):
         self.spec = spec
 
     def expand(self, pbegin):
-        reader = _ReadUnboundedPartitionFn if self.spec.unbounded else ReadPartitionFn
+        reader = _ReadUnboundedTopicFn if self.spec.unbounded else ReadTopicFn
         return (pbegin
                 | "Impulse" >> beam.Impulse()
-                | "PlanPartitions" >> beam.ParDo(_PlanPartitionsFn(self.spec))
-                | "SpreadPartitions" >> beam.Reshuffle()
-                | "ReadPartitions" >> beam.ParDo(reader(self.spec)))
+                | "PlanTopic" >> beam.ParDo(_PlanTopicFn(self.spec))
+                | "ReadTopic" >> beam.ParDo(reader(self.spec)))
 
 
 class ReadKafkaArticles(beam.PTransform):
@@ -366,18 +540,10 @@ class CommitOffsets(beam.PTransform):
         spec = self.spec
 
         def commit(next_offsets, _written):
-            from kafka import TopicPartition
-            from kafka.structs import OffsetAndMetadata
             offsets = dict(next_offsets)
-            if not offsets:
-                return
-            consumer = spec.consumer()
-            try:
-                consumer.commit({TopicPartition(spec.topic, p): OffsetAndMetadata(o, "", -1)
-                                 for p, o in offsets.items()})
-            finally:
-                consumer.close()
-            yield json.dumps(offsets, sort_keys=True)
+            if offsets:
+                _commit(spec, offsets)
+                yield json.dumps(offsets, sort_keys=True)
 
         return (rows
                 | "NextOffset" >> beam.Map(

@@ -9,7 +9,7 @@ import pyarrow.dataset as ds
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from connectors.kafka_source import KafkaSpec, parse_start_time, parse_stop
+from connectors.kafka_source import NO_END, KafkaSpec, parse_start_time, parse_stop
 from connectors.replay import replay
 from pipeline.graph import run
 from tests.conftest import SEEDS
@@ -238,13 +238,145 @@ def test_stop_never_makes_an_unbounded_read(stop, bounded):
     assert read.articles.is_bounded is bounded
 
 
-def test_a_partition_range_is_checkpointed_but_never_split_in_the_middle():
-    from apache_beam.io.restriction_trackers import OffsetRange
-
-    from connectors.kafka_source import CheckpointOnlyOffsetTracker
-    tracker = CheckpointOnlyOffsetTracker(OffsetRange(10, 2**63 - 1))
-    assert tracker.try_claim(10)
+def test_the_topic_tracker_checkpoints_but_never_splits_a_range_in_the_middle():
+    from connectors.kafka_source import PartitionRange, TopicRangesTracker
+    tracker = TopicRangesTracker((PartitionRange(0, 10, NO_END), PartitionRange(1, 5, NO_END)))
+    assert tracker.try_claim((0, 10)) and tracker.try_claim((0, 12))  # offsets may skip
     assert tracker.try_split(0.5) is None  # a runner's dynamic split is refused
-    primary, residual = tracker.try_split(0)  # a checkpoint resumes at the next offset
-    assert (primary.start, primary.stop) == (10, 11)
-    assert (residual.start, residual.stop) == (11, 2**63 - 1)
+    primary, residual = tracker.try_split(0)  # a checkpoint resumes at the next offsets
+    assert primary == ((0, 10, 13), (1, 5, 5))
+    assert residual == ((0, 13, NO_END), (1, 5, NO_END))
+    tracker.check_done()
+    assert not tracker.try_claim((0, 13))  # past the primary's stop
+    with pytest.raises(ValueError):
+        tracker.try_claim((2, 0))  # not a partition of the read
+
+
+def test_the_topic_tracker_finishes_partitions_at_their_stop_and_knows_what_is_unread():
+    from connectors.kafka_source import PartitionRange, TopicRangesTracker
+    tracker = TopicRangesTracker((PartitionRange(0, 0, 3), PartitionRange(1, 0, NO_END)))
+    assert tracker.try_claim((0, 0)) and tracker.try_claim((1, 0))
+    with pytest.raises(ValueError, match=r"offsets left unread: .*partition=0, start=1, stop=3"):
+        tracker.check_done()
+    with pytest.raises(ValueError):
+        tracker.try_claim((0, 0))  # claimed twice
+    assert not tracker.try_claim((0, 3))  # the end offset: partition 0 is read
+    assert not tracker.try_claim((1, NO_END))  # the deadline: partition 1 is done too
+    tracker.check_done()
+    assert tracker.try_split(0) is None  # nothing left to resume
+    assert tracker.is_bounded() is False
+
+
+def test_the_read_watermark_is_the_minimum_over_partitions():
+    from apache_beam.utils.timestamp import Timestamp
+
+    from connectors.kafka_source import PartitionWatermarks
+    watermarks = PartitionWatermarks({0: None, 1: None})
+    watermarks.advance(0, Timestamp(100))
+    assert watermarks.current_watermark() is None  # partition 1 holds it back
+    watermarks.advance(1, Timestamp(500))
+    assert watermarks.current_watermark() == Timestamp(100)
+    watermarks.advance(0, Timestamp(50))  # a partition's watermark never goes back
+    assert watermarks.current_watermark() == Timestamp(100)
+    watermarks.advance(0, Timestamp(900))
+    assert watermarks.current_watermark() == Timestamp(500)
+    state = watermarks.get_estimator_state()
+    assert state == {0: Timestamp(900), 1: Timestamp(500)}
+    assert PartitionWatermarks(state).current_watermark() == Timestamp(500)
+
+
+class FakeFinalizer:
+    def __init__(self):
+        self.callbacks = []
+
+    def register(self, callback):
+        self.callbacks.append(callback)
+
+
+def read_once(reader, element, restriction, state, **params):
+    """One process() call of a Kafka reader, with Beam's own tracker and estimator wrappers;
+    returns the messages, the residual restriction and the watermark estimator."""
+    from apache_beam.runners.sdf_utils import (RestrictionTrackerView,
+                                               ThreadsafeRestrictionTracker,
+                                               ThreadsafeWatermarkEstimator)
+
+    from connectors.kafka_source import PartitionWatermarks, TopicRangesTracker
+    tracker = ThreadsafeRestrictionTracker(TopicRangesTracker(restriction))
+    watermarks = ThreadsafeWatermarkEstimator(PartitionWatermarks(state))
+    messages = list(reader.process(element, tracker=RestrictionTrackerView(tracker),
+                                   watermarks=watermarks, **params))
+    deferred = tracker.deferred_status()
+    return messages, deferred[0] if deferred else None, watermarks
+
+
+def test_an_idle_partition_does_not_move_the_watermark_past_another_ones_backlog(
+        kafka_broker):
+    from apache_beam.utils.timestamp import Timestamp
+
+    from connectors.kafka_source import PartitionRange, ReadTopicFn, TopicRead
+    topic = fresh_topic()
+    kafka_broker.create_topic(topic, partitions=2)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
+    an_hour_ago = int(time.time() * 1000) - 3_600_000
+    for i in range(2000):  # a backlog on partition 0 only; partition 1 stays empty
+        producer.send(topic, partition=0, value=b"{}", timestamp_ms=an_hour_ago + i)
+    producer.flush()
+    producer.close()
+    spec = KafkaSpec(kafka_broker.bootstrap_servers, topic, start="earliest", stop="never",
+                     max_read_seconds=0)
+    reader = ReadTopicFn(spec)
+    reader.setup()
+    try:
+        ranges = (PartitionRange(0, 0, NO_END), PartitionRange(1, 0, NO_END))
+        element = TopicRead(topic, ranges)
+        messages, residual, watermarks = read_once(reader, element, ranges, {0: None, 1: None})
+        assert 0 < len(messages) < 2000
+        last = messages[-1].value
+        assert residual == ((0, last.offset + 1, NO_END), (1, 0, NO_END))
+        # Partition 1 is caught up, its watermark is the clock; the read's is partition 0's.
+        assert watermarks.current_watermark() == Timestamp.of(last.timestamp_ms / 1000)
+        state = watermarks.get_estimator_state()
+        assert state[1] > Timestamp.now() - 60
+
+        seen = len(messages)
+        while residual is not None and seen < 2000:
+            messages, residual, watermarks = read_once(reader, element, residual, state)
+            state = watermarks.get_estimator_state()
+            seen += len(messages)
+        assert seen == 2000
+    finally:
+        reader.teardown()
+
+
+def test_an_unbounded_read_with_a_group_commits_what_each_finalized_bundle_claimed(
+        kafka_broker):
+    from connectors.kafka_source import PartitionRange, TopicRead, _ReadUnboundedTopicFn
+    topic = fresh_topic()
+    kafka_broker.create_topic(topic, partitions=2)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
+    for i in range(5):
+        producer.send(topic, partition=i % 2, value=b"{}")
+    producer.flush()
+    producer.close()
+    spec = KafkaSpec(kafka_broker.bootstrap_servers, topic, group_id="finalized",
+                     start="earliest", stop="never")
+    assert spec.commit_on_finalize
+    assert not KafkaSpec(kafka_broker.bootstrap_servers, topic, group_id="g").commit_on_finalize
+    assert not KafkaSpec(kafka_broker.bootstrap_servers, topic, start="earliest",
+                         stop="never").commit_on_finalize
+    reader = _ReadUnboundedTopicFn(spec)
+    reader.setup()
+    try:
+        ranges = (PartitionRange(0, 0, NO_END), PartitionRange(1, 1, NO_END))
+        finalizer = FakeFinalizer()
+        messages, residual, _ = read_once(reader, TopicRead(topic, ranges), ranges,
+                                          {0: None, 1: None}, finalizer=finalizer)
+        assert sorted((m.value.partition, m.value.offset) for m in messages) == [
+            (0, 0), (0, 1), (0, 2), (1, 1)]
+        assert residual == ((0, 3, NO_END), (1, 2, NO_END))
+        assert committed(kafka_broker, topic, "finalized") == {0: None, 1: None}
+        (callback,) = finalizer.callbacks
+        callback()  # the runner has committed the bundle
+        assert committed(kafka_broker, topic, "finalized") == {0: 3, 1: 2}
+    finally:
+        reader.teardown()
