@@ -26,6 +26,7 @@ from pipeline.drop_repeated_ids import DropRepeatedIds
 from pipeline.embed_articles import EmbedArticles
 from pipeline.find_duplicates import FindDuplicates, at_event_time, member_of
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv
+from pipeline.runners import local_runner
 from pipeline.run_summary import WriteRunSummary, read_summary
 from pipeline.story_table import SummarizeStories
 from pipeline.tag_topics import TagTopics
@@ -35,7 +36,7 @@ from schemas import story as story_schema
 from schemas.dead_letter import DEAD_LETTER_OUTPUT
 
 # How often, in event-time seconds, a stream's articles are assigned to stories.
-ASSIGN_EVERY = 10
+ASSIGN_EVERY = 2
 
 
 def event_time_of(article) -> datetime:
@@ -76,9 +77,10 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     ``articles`` and ``dead_letter`` outputs, such as ``ReadTestStream``.
     A stream runs until it is cancelled; it writes no run summary.
     """
-    options = PipelineOptions(normalise_argv(argv))
-    with beam.Pipeline(options=options) as p:
-        plan = build(p, options, source)
+    with local_runner(normalise_argv(argv)) as runner_argv:
+        options = PipelineOptions(runner_argv)
+        with beam.Pipeline(options=options) as p:
+            plan = build(p, options, source)
     if options.view_as(TestOptions).dry_run:
         # Dataflow built and checked the job without running it: nothing was written.
         return {"run_id": plan.run_id, "dry_run": True, "state": str(p.result.state),

@@ -1,0 +1,118 @@
+"""Streaming for real: an endless Kafka read on Prism, windows finalised while the job runs.
+
+Slow (it builds Prism once, ~4 minutes, then streams for about a minute): run
+with ``python -m pytest -m slow``.
+"""
+
+import json
+import re
+import time
+from collections import Counter
+
+import apache_beam as beam
+import pyarrow.dataset as ds
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
+
+from connectors.replay import replay
+from pipeline.data.build_sib200_taxonomy import read_labelled
+from pipeline.graph import build
+from pipeline.options import normalise_argv
+from pipeline.runners import local_runner
+from tests.conftest import SEEDS
+
+pytestmark = pytest.mark.slow
+
+LANGUAGES = ["eng_Latn", "ben_Beng", "arb_Arab", "hin_Deva", "zho_Hans", "rus_Cyrl",
+             "spa_Latn", "swh_Latn", "fra_Latn", "deu_Latn"]
+WINDOW_SECONDS = 5
+
+
+def synthetic_articles(sib200, count):
+    """Short articles of three consecutive SIB-200 dev sentences, in ten languages."""
+    articles = []
+    for n in range(count):
+        folder = LANGUAGES[n % len(LANGUAGES)]
+        sentences = [text for _, _, text in read_labelled(sib200 / folder, "dev")]
+        start = (n // len(LANGUAGES)) * 3 % (len(sentences) - 3)
+        articles.append({"id": f"syn-{n:03d}", "body": "\n".join(sentences[start:start + 3])})
+    return articles
+
+
+def dataset_rows(path):
+    if not path.exists():
+        return []
+    return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def wait_for(condition, timeout, every=1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return condition()
+
+
+def test_prism_streams_kafka_into_windowed_parquet_while_running_then_cancels(
+        kafka_broker, sib200, tmp_path):
+    topic = "prism-stream"
+    kafka_broker.create_topic(topic, partitions=3)
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    for seed in SEEDS.glob("*.txt"):
+        (feed / seed.name).write_bytes(seed.read_bytes())
+    (feed / "synthetic.jsonl").write_text("\n".join(
+        json.dumps(a, ensure_ascii=False) for a in synthetic_articles(sib200, 300)) + "\n",
+        encoding="utf-8")
+    out = tmp_path / "out"
+    argv = normalise_argv([
+        "--runner=PrismRunner", "--streaming", f"--output={out}",
+        f"--bootstrap-servers={kafka_broker.bootstrap_servers}", f"--topic={topic}",
+        "--group_id=prism-test", "--start=earliest", "--stop=never",
+        f"--window_seconds={WINDOW_SECONDS}"])
+    with local_runner(argv) as runner_argv:
+        assert any(a.startswith("--environment_config=127.0.0.1:") for a in runner_argv)
+        options = PipelineOptions(runner_argv)
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, options)
+        result = pipeline.run()
+        try:
+            sent = replay(str(feed), kafka_broker.bootstrap_servers, topic, partitions=3,
+                          timestamps="now", progress=False).sent
+            from kafka import KafkaProducer
+            producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
+            producer.send(topic, key=b"broken", value=b'{"id": "broken", "body": ')
+            producer.flush()
+            producer.close()
+            expected = sent + 1
+
+            def all_written():
+                return (len(dataset_rows(out / "articles"))
+                        + len(dataset_rows(out / "deadletter"))) >= expected
+
+            assert wait_for(all_written, timeout=240), (
+                f"{len(dataset_rows(out / 'articles'))} articles and "
+                f"{len(dataset_rows(out / 'deadletter'))} dead letters of {expected} records")
+            # Written while the job still runs: the windows were finalised live.
+            assert result.state == PipelineState.RUNNING
+        finally:
+            result.cancel()
+        with pytest.raises(Exception):
+            result.wait_until_finish(duration=60_000)
+        assert result.state == PipelineState.CANCELLED
+
+    articles = dataset_rows(out / "articles")
+    dead_letters = dataset_rows(out / "deadletter")
+    ids = Counter(a["article_id"] for a in articles)
+    assert sent == 304
+    assert set(ids) == {p.stem for p in SEEDS.glob("*.txt")} | {f"syn-{n:03d}" for n in range(300)}
+    assert max(ids.values()) == 1
+    assert [(d["reason"], d["article_id"]) for d in dead_letters] == [("malformed_json", "broken")]
+    windows = {re.search(r"-w(\d{8}T\d{6}Z)-", p.name).group(1)
+               for p in (out / "articles").rglob("*.parquet")}
+    assert windows and all(int(w[13:15]) % WINDOW_SECONDS == 0 for w in windows)
+    seeds = {a["article_id"][:3]: a for a in articles if a["article_id"][:3].isdigit()}
+    assert seeds["002"]["story_id"] == seeds["000"]["story_id"]
+    assert len({seeds[s]["story_id"] for s in ("000", "001", "003")}) == 3
