@@ -436,8 +436,11 @@ class _ReadUnboundedTopicFn(ReadTopicFn):
                 tracker=beam.DoFn.RestrictionParam(_TopicRestrictions()),
                 watermarks=beam.DoFn.WatermarkEstimatorParam(_PartitionWatermarksProvider())):
         claimed = {}
-        if self.spec.commit_on_finalize:
-            finalizer.register(lambda: _commit(self.spec, claimed))
+        # Registered even when there is nothing to commit: declaring a finalizer
+        # makes Prism ask to finalize every bundle, and the SDK answers that
+        # request with an error for a bundle that registered no callback.
+        commit = self.spec.commit_on_finalize
+        finalizer.register(lambda: _commit(self.spec, claimed) if commit else None)
         yield from self._read(element, tracker, watermarks, claimed)
 
 

@@ -193,3 +193,10 @@ def build(p: beam.Pipeline, options: PipelineOptions,
              | "AllRead" >> beam.Flatten()
              | "CommitOffsets" >> CommitOffsets(kafka, written))
     return Plan(run_id, opts.output, None)
+
+
+if __name__ == "__main__":
+    # `python pipeline/graph.py --flag=value ...` is `newsloom run --flag=value ...`: the
+    # form a Dataflow Flex Template launcher runs (FLEX_TEMPLATE_PYTHON_PY_FILE).
+    import sys
+    print(json.dumps(run(sys.argv[1:]), indent=2, sort_keys=True))

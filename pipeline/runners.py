@@ -1,8 +1,8 @@
 """Local streaming runners, fetched with ordinary clients and bound to 127.0.0.1.
 
-Beam downloads Prism from GitHub at run time, which fails offline, and both
-Prism's job server and Beam's LOOPBACK worker pool listen on every interface.
-So newsloom prepares a Prism run itself:
+Beam downloads Prism from GitHub and Flink's job server from Maven at run
+time, which fails offline, and Prism's job server and Beam's LOOPBACK worker
+pool listen on every interface. So newsloom prepares these runs itself:
 
 * ``prism_binary()`` builds Prism from the Go module proxy, at the installed
   Beam version, with its one listener on 127.0.0.1. Upstream has no flag for
@@ -12,7 +12,16 @@ So newsloom prepares a Prism run itself:
 * ``LocalWorkerPool`` is the LOOPBACK worker pool (SDK harnesses as threads of
   this process), listening on 127.0.0.1; a pipeline reaches it with
   ``--environment_type=EXTERNAL --environment_config=127.0.0.1:PORT``.
-* ``local_runner`` adds both to a Prism run's arguments unless given.
+* ``flink_job_server_jar()`` assembles Beam's Flink job server (Flink 1.19,
+  an embedded ``[local]`` cluster per job) from Maven Central with ``mvn``:
+  Beam publishes it as one shaded jar, which the Maven Central reachable here
+  lacks, so newsloom resolves ``beam-runners-flink-1.19`` and its dependencies
+  into a folder and writes a launcher jar whose manifest names them. The
+  newest Beam release whose Flink runner resolves whole there is
+  ``FLINK_JOB_SERVER_VERSION``; the job server speaks Beam's portable API, which
+  the installed Python SDK uses across versions.
+* ``local_runner`` adds them, and the worker pool, to a Prism or Flink run's
+  arguments unless given.
 """
 
 import logging
@@ -20,6 +29,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
@@ -34,6 +44,32 @@ ALL_INTERFACES = 'net.Listen("tcp", fmt.Sprintf(":%d", port))'
 LOOPBACK_ONLY = 'net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))'
 # The SDK harness's state cache (the stateful steps read their state through it).
 STATE_CACHE_BYTES = 100 << 20
+
+# Beam's Flink job server: the Beam release and the Flink it is built for.
+FLINK_JOB_SERVER_VERSION = "2.62.0"
+FLINK_VERSION = "1.19.0"
+FLINK_JOB_SERVER_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>newsloom.local</groupId>
+  <artifactId>beam-flink-job-server</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.beam</groupId>
+      <artifactId>beam-runners-flink-1.19</artifactId><version>{beam}</version></dependency>
+    <dependency><groupId>org.apache.beam</groupId>
+      <artifactId>beam-runners-java-job-service</artifactId><version>{beam}</version></dependency>
+    <dependency><groupId>org.apache.beam</groupId>
+      <artifactId>beam-sdks-java-expansion-service</artifactId><version>{beam}</version></dependency>
+    <dependency><groupId>org.apache.flink</groupId>
+      <artifactId>flink-clients</artifactId><version>{flink}</version></dependency>
+    <dependency><groupId>org.apache.flink</groupId>
+      <artifactId>flink-streaming-java</artifactId><version>{flink}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId>
+      <artifactId>slf4j-simple</artifactId><version>1.7.30</version></dependency>
+  </dependencies>
+</project>
+"""
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +116,44 @@ def _go(work: Path):
     return go
 
 
+def flink_job_server_jar(cache_dir: Path = CACHE_DIR,
+                         version: str = FLINK_JOB_SERVER_VERSION) -> Path:
+    """A launcher jar for Beam's Flink job server (``java -jar`` runs it), assembled if needed."""
+    home = cache_dir / f"flink-job-server-{version}"
+    launcher = home / "launcher.jar"
+    if launcher.exists():
+        return launcher
+    if shutil.which("mvn") is None or shutil.which("java") is None:
+        raise RuntimeError("assembling Flink's job server needs Java 17 and Maven on the PATH")
+    log.warning("assembling Beam's Flink job server %s from Maven Central into %s "
+                "(once, about 2 minutes)", version, home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "pom.xml").write_text(FLINK_JOB_SERVER_POM.format(beam=version, flink=FLINK_VERSION))
+    done = subprocess.run(
+        ["mvn", "-B", "-q", f"-Dmaven.repo.local={cache_dir / 'm2'}",
+         "dependency:copy-dependencies", "-DoutputDirectory=lib", "-DincludeScope=runtime"],
+        cwd=home, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"mvn could not fetch the Flink job server:\n{done.stdout[-3000:]}")
+    jars = sorted(p.name for p in (home / "lib").glob("*.jar"))
+    manifest = "".join(_manifest_line(line) for line in [
+        "Manifest-Version: 1.0",
+        "Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver",
+        "Class-Path: " + " ".join(f"lib/{jar}" for jar in jars)]) + "\r\n"
+    staged = home / "launcher.jar.tmp"
+    with zipfile.ZipFile(staged, "w") as jar:
+        jar.writestr("META-INF/MANIFEST.MF", manifest)
+    staged.rename(launcher)
+    return launcher
+
+
+def _manifest_line(line: str) -> str:
+    # A JAR manifest line holds at most 72 bytes; longer ones continue after a space.
+    data = line.encode("utf-8")
+    parts = [data[:72]] + [b" " + data[i:i + 71] for i in range(72, len(data), 71)]
+    return "".join(part.decode("utf-8") + "\r\n" for part in parts)
+
+
 class LocalWorkerPool:
     """Beam's Python SDK worker pool, in this process, on 127.0.0.1 (a context manager)."""
 
@@ -121,20 +195,29 @@ def _given(argv: List[str], flag: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
-def is_prism(argv: List[str]) -> bool:
-    return (runner_of(argv) or "").lower() in ("prismrunner", "prism")
+def runner_kind(argv: List[str]) -> Optional[str]:
+    """``prism`` or ``flink`` when ``argv`` asks for one of them, else None."""
+    runner = (runner_of(argv) or "").lower()
+    return {"prismrunner": "prism", "prism": "prism",
+            "flinkrunner": "flink", "flink": "flink"}.get(runner)
 
 
 @contextmanager
 def local_runner(argv: List[str]) -> Iterator[List[str]]:
-    """``argv``, for a Prism run with its binary and a 127.0.0.1 worker pool added
-    unless given; the pool runs until the block ends."""
-    if not is_prism(argv):
+    """``argv``, for a Prism or Flink run with its binary or job server and a
+    127.0.0.1 worker pool added unless given; the pool runs until the block ends."""
+    kind = runner_kind(argv)
+    if kind is None:
         yield argv
         return
     argv = list(argv)
-    if not _given(argv, "--prism_location"):
+    if kind == "prism" and not _given(argv, "--prism_location"):
         argv.append(f"--prism_location={prism_binary()}")
+    if kind == "flink":
+        if not _given(argv, "--flink_job_server_jar"):
+            argv.append(f"--flink_job_server_jar={flink_job_server_jar()}")
+        if not _given(argv, "--flink_master"):
+            argv.append("--flink_master=[local]")
     if _given(argv, "--environment_type"):
         yield argv
         return

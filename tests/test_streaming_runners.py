@@ -1,7 +1,9 @@
-"""Streaming for real: an endless Kafka read on Prism, windows finalised while the job runs.
+"""Streaming for real: an endless Kafka read on Prism and on Flink, windows finalised
+while the job runs, then the job cancelled.
 
-Slow (it builds Prism once, ~4 minutes, then streams for about a minute): run
-with ``python -m pytest -m slow``.
+Slow (the first time it builds Prism, ~4 minutes, and assembles Flink's job
+server, ~2 minutes; then each runner streams for a minute or two): run with
+``python -m pytest -m slow``.
 """
 
 import json
@@ -55,9 +57,10 @@ def wait_for(condition, timeout, every=1.0):
     return condition()
 
 
-def test_prism_streams_kafka_into_windowed_parquet_while_running_then_cancels(
-        kafka_broker, sib200, tmp_path):
-    topic = "prism-stream"
+@pytest.mark.parametrize("runner", ["PrismRunner", "FlinkRunner"])
+def test_a_runner_streams_kafka_into_windowed_parquet_while_running_then_cancels(
+        runner, kafka_broker, sib200, tmp_path):
+    topic = f"stream-{runner}"
     kafka_broker.create_topic(topic, partitions=3)
     feed = tmp_path / "feed"
     feed.mkdir()
@@ -68,9 +71,9 @@ def test_prism_streams_kafka_into_windowed_parquet_while_running_then_cancels(
         encoding="utf-8")
     out = tmp_path / "out"
     argv = normalise_argv([
-        "--runner=PrismRunner", "--streaming", f"--output={out}",
+        f"--runner={runner}", "--streaming", f"--output={out}",
         f"--bootstrap-servers={kafka_broker.bootstrap_servers}", f"--topic={topic}",
-        "--group_id=prism-test", "--start=earliest", "--stop=never",
+        f"--group_id=test-{runner}", "--start=earliest", "--stop=never",
         f"--window_seconds={WINDOW_SECONDS}"])
     with local_runner(argv) as runner_argv:
         assert any(a.startswith("--environment_config=127.0.0.1:") for a in runner_argv)
