@@ -24,7 +24,6 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.article import Article
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, rejected_article
 
 SECOND = 1_000_000  # microseconds, Beam's timestamp unit

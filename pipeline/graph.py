@@ -153,16 +153,15 @@ def build(p: beam.Pipeline, options: PipelineOptions,
     dead_letters = rejected | "AllDeadLetters" >> beam.Flatten()
 
     def sink(name, schema, partition_columns, partition_of, sort_by, time_of, unique_key=None):
-        window_of = None
-        if windows:
-            def window_of(row):
-                start = windows.start(Timestamp.from_utc_datetime(time_of(row)).micros)
-                return start, start + windows.size
+        def window_of(row):
+            start = windows.start(Timestamp.from_utc_datetime(time_of(row)).micros)
+            return start, start + windows.size
+
         return ParquetPartitionSink(
             opts.output, name, schema, partition_of, partition_columns,
             sort_by=sort_by, run_id=run_id, rows_per_file=opts.rows_per_file,
-            compression=opts.parquet_compression, unique_key=unique_key, window_of=window_of,
-            flush_delay=flush_delay)
+            compression=opts.parquet_compression, unique_key=unique_key,
+            window_of=window_of if windows else None, flush_delay=flush_delay)
 
     written_articles = articles | "WriteArticles" >> sink(
         "articles", article_schema.ARTICLE, article_schema.PARTITION_COLUMNS, article_partition, ("article_id",), event_time_of,
