@@ -15,7 +15,7 @@ setup(
     packages=["pipeline", "pipeline.data", "connectors", "schemas", "seeds"],
     package_data={"seeds": ["*.txt"], "pipeline": ["data/*.npz", "data/*.json", "data/taxonomies/*.yaml",
                                                 "data/taxonomies/*.json",
-                                                "data/taxonomies/vectors/*.npy"]},
+                                                "data/taxonomies/vectors/*.npy", "loopback_bind.c"]},
     install_requires=[
         "apache-beam>=2.77",
         "pyarrow>=25",

@@ -36,6 +36,7 @@ from apache_beam.testing.test_stream import TestStream  # noqa: E402
 from connectors.records import new_article  # noqa: E402
 from pipeline.data.build_centring import DEFAULT_SIB200, read_sentences  # noqa: E402
 from pipeline.find_duplicates import FindDuplicates  # noqa: E402
+from pipeline.runners import local_runner  # noqa: E402
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
@@ -104,8 +105,7 @@ def main(argv=None) -> None:
     parser.add_argument("--report-every", type=int, default=5000,
                         help="print a row each time this many more articles are out")
     parser.add_argument("--runner", default="BundleBasedDirectRunner",
-                        help="BundleBasedDirectRunner, or PrismRunner with --prism_location")
-    parser.add_argument("--prism_location", default=None)
+                        help="BundleBasedDirectRunner or PrismRunner")
     args = parser.parse_args(argv)
 
     articles = list(synthetic_articles(args.sib200, args.articles, args.days))
@@ -118,14 +118,13 @@ def main(argv=None) -> None:
     stream = stream.advance_watermark_to(
         articles[-1]["published_at"].timestamp() + 3600).advance_watermark_to_infinity()
 
-    flags = [f"--runner={args.runner}"]
-    if args.prism_location:
-        flags += [f"--prism_location={args.prism_location}", "--environment_type=LOOPBACK"]
-    options = PipelineOptions(flags)
-    options.view_as(StandardOptions).streaming = True
     baseline = tree_rss_mib()
     samples, stop = [], threading.Event()
-    with tempfile.TemporaryDirectory() as tmp:
+    # Prism gets its local binary and a worker pool on 127.0.0.1 (pipeline.runners).
+    with local_runner([f"--runner={args.runner}"]) as flags, \
+            tempfile.TemporaryDirectory() as tmp:
+        options = PipelineOptions(flags)
+        options.view_as(StandardOptions).streaming = True
         out = Path(tmp) / "out"
         sampler = threading.Thread(target=_sample, args=(out, samples, stop), daemon=True)
         sampler.start()

@@ -20,8 +20,12 @@ pool listen on every interface. So newsloom prepares these runs itself:
   newest Beam release whose Flink runner resolves whole there is
   ``FLINK_JOB_SERVER_VERSION``; the job server speaks Beam's portable API, which
   the installed Python SDK uses across versions.
-* ``local_runner`` adds them, and the worker pool, to a Prism or Flink run's
-  arguments unless given.
+* A local Flink (``[local]``) listens on 127.0.0.1 only: its own servers by
+  configuration (``FLINK_CONF_DIR``), and Beam's Java gRPC servers, which
+  ignore any host they are given, through ``loopback_bind.c``, a ``bind()``
+  wrapper preloaded into that JVM alone (``--job_server_java_launcher``).
+* ``local_runner`` adds all of this to a Prism or Flink run's arguments unless
+  given.
 """
 
 import logging
@@ -70,6 +74,9 @@ FLINK_JOB_SERVER_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   </dependencies>
 </project>
 """
+
+# Flink's own listeners (BLOB server, REST endpoint) on loopback; its RPC is in-process.
+FLINK_LOCAL_CONFIG = "jobmanager.bind-host: 127.0.0.1\nrest.bind-address: 127.0.0.1\n"
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +161,35 @@ def _manifest_line(line: str) -> str:
     return "".join(part.decode("utf-8") + "\r\n" for part in parts)
 
 
+def flink_local_conf_dir(cache_dir: Path = CACHE_DIR) -> Path:
+    """A Flink configuration folder that keeps a local Flink's own servers on 127.0.0.1."""
+    folder = cache_dir / "flink-conf-localhost"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(FLINK_LOCAL_CONFIG)
+    return folder
+
+
+def loopback_java_launcher(cache_dir: Path = CACHE_DIR) -> Path:
+    """A ``java`` wrapper whose JVM listens on loopback only (built with gcc if needed)."""
+    folder = cache_dir / "loopback-bind"
+    library, launcher = folder / "libloopbackbind.so", folder / "java"
+    if not library.exists():
+        if shutil.which("gcc") is None:
+            raise RuntimeError("keeping a local Flink on 127.0.0.1 needs gcc on the PATH")
+        folder.mkdir(parents=True, exist_ok=True)
+        source = Path(__file__).with_name("loopback_bind.c")
+        staged = folder / "libloopbackbind.so.tmp"
+        done = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(staged), str(source),
+                               "-ldl"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"gcc could not build {source.name}:\n{done.stderr}")
+        staged.rename(library)
+    launcher.write_text(f'#!/bin/sh\nLD_PRELOAD="{library}${{LD_PRELOAD:+:$LD_PRELOAD}}" '
+                        'exec java "$@"\n')
+    launcher.chmod(0o755)
+    return launcher
+
+
 class LocalWorkerPool:
     """Beam's Python SDK worker pool, in this process, on 127.0.0.1 (a context manager)."""
 
@@ -213,13 +249,24 @@ def local_runner(argv: List[str]) -> Iterator[List[str]]:
     argv = list(argv)
     if kind == "prism" and not _given(argv, "--prism_location"):
         argv.append(f"--prism_location={prism_binary()}")
+    previous_conf_dir = os.environ.get("FLINK_CONF_DIR")
     if kind == "flink":
         if not _given(argv, "--flink_job_server_jar"):
             argv.append(f"--flink_job_server_jar={flink_job_server_jar()}")
         if not _given(argv, "--flink_master"):
             argv.append("--flink_master=[local]")
-    if _given(argv, "--environment_type"):
-        yield argv
-        return
-    with LocalWorkerPool() as pool:
-        yield argv + ["--environment_type=EXTERNAL", f"--environment_config={pool.address}"]
+        if "--flink_master=[local]" in argv:
+            if not _given(argv, "--job_server_java_launcher"):
+                argv.append(f"--job_server_java_launcher={loopback_java_launcher()}")
+            # The job server JVM inherits this; Flink reads its configuration there.
+            os.environ.setdefault("FLINK_CONF_DIR", str(flink_local_conf_dir()))
+    try:
+        if _given(argv, "--environment_type"):
+            yield argv
+        else:
+            with LocalWorkerPool() as pool:
+                yield argv + ["--environment_type=EXTERNAL",
+                              f"--environment_config={pool.address}"]
+    finally:
+        if previous_conf_dir is None:
+            os.environ.pop("FLINK_CONF_DIR", None)

@@ -48,6 +48,20 @@ def dataset_rows(path):
     return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
 
 
+def listening_on_every_interface():
+    """The ports with a listener on 0.0.0.0 or :: (Linux's /proc/net/tcp and tcp6)."""
+    ports = set()
+    for table, anywhere in (("/proc/net/tcp", "0" * 8), ("/proc/net/tcp6", "0" * 32)):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                address, port = local.split(":")
+                if state == "0A" and address == anywhere:  # 0A: LISTEN
+                    ports.add(int(port, 16))
+    return ports
+
+
 def wait_for(condition, timeout, every=1.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -75,6 +89,7 @@ def test_a_runner_streams_kafka_into_windowed_parquet_while_running_then_cancels
         f"--bootstrap-servers={kafka_broker.bootstrap_servers}", f"--topic={topic}",
         f"--group_id=test-{runner}", "--start=earliest", "--stop=never",
         f"--window_seconds={WINDOW_SECONDS}"])
+    before = listening_on_every_interface()
     with local_runner(argv) as runner_argv:
         assert any(a.startswith("--environment_config=127.0.0.1:") for a in runner_argv)
         options = PipelineOptions(runner_argv)
@@ -100,6 +115,8 @@ def test_a_runner_streams_kafka_into_windowed_parquet_while_running_then_cancels
                 f"{len(dataset_rows(out / 'deadletter'))} dead letters of {expected} records")
             # Written while the job still runs: the windows were finalised live.
             assert result.state == PipelineState.RUNNING
+            # The runner, its job server and the SDK workers listen on 127.0.0.1 only.
+            assert listening_on_every_interface() - before == set()
         finally:
             result.cancel()
         with pytest.raises(Exception):
