@@ -75,6 +75,9 @@ FLINK_JOB_SERVER_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 </project>
 """
 
+# How long Beam's client follows a Prism or Flink job (seconds): a stream runs for good.
+JOB_STREAM_DEADLINE = 365 * 24 * 3600
+
 # Flink's own listeners (BLOB server, REST endpoint) on loopback; its RPC is in-process.
 FLINK_LOCAL_CONFIG = "jobmanager.bind-host: 127.0.0.1\nrest.bind-address: 127.0.0.1\n"
 
@@ -249,6 +252,10 @@ def local_runner(argv: List[str]) -> Iterator[List[str]]:
     argv = list(argv)
     if kind == "prism" and not _given(argv, "--prism_location"):
         argv.append(f"--prism_location={prism_binary()}")
+    if not _given(argv, "--job_server_timeout"):
+        # Beam's client reads the job's state and messages as gRPC streams with
+        # this deadline (300 s by default): a longer job would be torn down.
+        argv.append(f"--job_server_timeout={JOB_STREAM_DEADLINE}")
     previous_conf_dir = os.environ.get("FLINK_CONF_DIR")
     if kind == "flink":
         if not _given(argv, "--flink_job_server_jar"):
