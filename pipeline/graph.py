@@ -1,11 +1,14 @@
-"""The newsloom pipeline graph, assembled in one readable ``run()``.
+"""The newsloom pipeline graph, assembled in one readable ``build()``.
 
-    files or Kafka ─ DropRepeatedIds ─ DetectLanguage ─ FindDuplicates ─ TagTopics ─ WriteArticles
-          │                 │                  └─ EmbedArticles ──┴────────────┘    │
-          │                 │                                       SummarizeStories ─ WriteStories
-          └─────────────────┴──── dead letters ──────────────────────── WriteDeadLetters
-                                                         all counts ─── WriteRunSummary
-                                       (Kafka) offsets, once written ─── CommitOffsets
+    files or Kafka ─ [AdmitOnTime] ─ DropRepeatedIds ─ DetectLanguage ─ FindDuplicates ─ TagTopics ─ WriteArticles
+          │                │               │                   └─ EmbedArticles ──┴────────────┘    │
+          │                │               │                                        SummarizeStories ─ WriteStories
+          └────────────────┴───────────────┴──── dead letters ────────────────────────── WriteDeadLetters
+                                                  (batch) all counts ─── WriteRunSummary
+                                 (batch Kafka) offsets, once written ─── CommitOffsets
+
+``[AdmitOnTime]`` is on a stream only, where late articles become dead letters
+and the sinks write a file per event-time window (``pipeline.admit_on_time``).
 """
 
 import json
@@ -164,15 +167,14 @@ def build(p: beam.Pipeline, options: PipelineOptions,
             window_of=window_of if windows else None, flush_delay=flush_delay)
 
     written_articles = articles | "WriteArticles" >> sink(
-        "articles", article_schema.ARTICLE, article_schema.PARTITION_COLUMNS, article_partition, ("article_id",), event_time_of,
-        unique_key="article_id")
+        "articles", article_schema.ARTICLE, article_schema.PARTITION_COLUMNS, article_partition,
+        ("article_id",), event_time_of, unique_key="article_id")
     written_stories = (
         articles
         | "SummarizeStories" >> SummarizeStories(
             run_id, started_at, topic_cut, windows, story_window * SECOND if windows else None)
         | "WriteStories" >> sink("stories", story_schema.STORY, story_schema.PARTITION_COLUMNS,
-                                 story_partition, ("story_id",),
-                                 updated_time_of))
+                                 story_partition, ("story_id",), updated_time_of))
     written_dead_letters = dead_letters | "WriteDeadLetters" >> sink(
         "deadletter", dead_letter_schema.DEAD_LETTER, dead_letter_schema.PARTITION_COLUMNS,
         dead_letter_partition, ("origin", "origin_offset"),
