@@ -237,7 +237,9 @@ class VerifyPairs(beam.PTransform):
 
 
 class _AssignStoriesFn(beam.DoFn):
-    PENDING = ReadModifyWriteStateSpec("pending", PickleCoder())
+    # (slot, "member" or "match", value): a bag, so a newcomer is appended, not
+    # rewritten with all that waits (the SDK's state cache sizes every write).
+    PENDING = BagStateSpec("pending", PickleCoder())
     KNOWN = ReadModifyWriteStateSpec("known", PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
     ASSIGNED = ReadModifyWriteStateSpec("assigned_through", PickleCoder())
@@ -255,10 +257,7 @@ class _AssignStoriesFn(beam.DoFn):
         _, (tag, value) = element
         micros = (value if tag == "member" else value.later).order[0]
         slot = _grid(micros + 1, self.every)
-        pending = pending_state.read() or {}
-        members, matches = pending.setdefault(slot, ([], []))
-        (members if tag == "member" else matches).append(value)
-        pending_state.write(pending)
+        pending_state.add((slot, tag, value))
         # A stream is assigned slot by slot, as the watermark passes each. A
         # bounded input's watermark leaps to the end once it is all read, so a
         # timer at its latest slot assigns it in one pass (a finite time, not the
@@ -289,15 +288,14 @@ class _AssignStoriesFn(beam.DoFn):
                pending_state=beam.DoFn.StateParam(PENDING), known_state=beam.DoFn.StateParam(KNOWN),
                armed=beam.DoFn.StateParam(ARMED), assigned=beam.DoFn.StateParam(ASSIGNED),
                flush=beam.DoFn.TimerParam(FLUSH)):
-        pending = pending_state.read() or {}
-        ready = sorted(slot for slot in pending if slot <= fired.micros)
+        ready, waiting = [], []
+        for entry in pending_state.read():
+            (ready if entry[0] <= fired.micros else waiting).append(entry)
         known = known_state.read() or {}
-        members = [m for slot in ready for m in pending[slot][0]]
-        matches = [m for slot in ready for m in pending[slot][1]]
+        members = [value for _, tag, value in ready if tag == "member"]
+        matches = [value for _, tag, value in ready if tag == "match"]
         for member, assignment in assign_in_order(members, matches, known):
             yield member.article_id, assignment
-        for slot in ready:
-            del pending[slot]
         if not self.bounded:
             cutoff = fired.micros - self.window
             kept = {article_id: story for article_id, story in known.items()
@@ -307,13 +305,13 @@ class _AssignStoriesFn(beam.DoFn):
         known_state.write(known)
         assigned.write(fired.micros)
         armed.clear()
-        if pending:
-            pending_state.write(pending)
-            due = min(pending)
+        pending_state.clear()
+        for entry in waiting:
+            pending_state.add(entry)
+        if waiting:
+            due = min(slot for slot, _, _ in waiting)
             flush.set(Timestamp(micros=due))
             armed.write(due)
-        else:
-            pending_state.clear()
 
 
 class AssignStories(beam.PTransform):
