@@ -28,8 +28,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
-from apache_beam.utils.timestamp import Timestamp
 
+from pipeline.earliest_timer import arm_earliest
 from schemas.record import RecordSchema
 
 Row = Dict[str, Any]
@@ -158,12 +158,9 @@ class _WriteWindowsFn(beam.DoFn):
         _, row = element
         window = self.window_of(row)
         pending.add((window, row))
-        due, current = self._due(window), armed.read()
         # A window whose time has passed is due at once: the timer fires as soon as
         # the runner sees it is behind the watermark (a late pane of that window).
-        if current is None or due < current:
-            flush.set(Timestamp(micros=due))
-            armed.write(due)
+        arm_earliest(flush, armed, self._due(window))
 
     @on_timer(FLUSH)
     def write_due_windows(self, partition=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
@@ -181,9 +178,7 @@ class _WriteWindowsFn(beam.DoFn):
         for window, row in waiting:
             pending.add((window, row))
         if waiting:
-            next_due = min(self._due(window) for window, _ in waiting)
-            flush.set(Timestamp(micros=next_due))
-            armed.write(next_due)
+            arm_earliest(flush, armed, min(self._due(window) for window, _ in waiting))
         for (start, _), rows in sorted(due.items(), key=lambda item: item[0]):
             yield from self.writer.write(partition, rows, window_label(start))
 

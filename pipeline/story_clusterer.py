@@ -42,6 +42,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               SetStateSpec, TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
+from pipeline.earliest_timer import arm_earliest
 from pipeline.stories import Match, Member, assign_in_order, bucket_pairs, nearest_in_time
 
 EXACT, NEAR, VECTOR = "exact", "near", "vec"
@@ -91,11 +92,7 @@ class _IndexBucketsFn(beam.DoFn):
         stored.append(entry)
         buckets_state.write(buckets)
         if not self.bounded:
-            due = self._expiry_due(entry.member.order[0])
-            current = armed.read()
-            if current is None or due < current:
-                expiry.set(Timestamp(micros=due))
-                armed.write(due)
+            arm_earliest(expiry, armed, self._expiry_due(entry.member.order[0]))
         return found
 
     def _expiry_due(self, micros: int) -> int:
@@ -110,15 +107,13 @@ class _IndexBucketsFn(beam.DoFn):
         buckets = {key: kept for key, entries in before.items()
                    if (kept := [e for e in entries if e.member.order[0] > cutoff])}
         self.expired.inc(sum(map(len, before.values())) - sum(map(len, buckets.values())))
+        armed.clear()
         if not buckets:
             buckets_state.clear()
-            armed.clear()
             return
         buckets_state.write(buckets)
         oldest = min(e.member.order[0] for entries in buckets.values() for e in entries)
-        due = self._expiry_due(oldest)
-        expiry.set(Timestamp(micros=due))
-        armed.write(due)
+        arm_earliest(expiry, armed, self._expiry_due(oldest))
 
 
 class IndexBuckets(beam.PTransform):
@@ -309,9 +304,7 @@ class _AssignStoriesFn(beam.DoFn):
         for entry in waiting:
             pending_state.add(entry)
         if waiting:
-            due = min(slot for slot, _, _ in waiting)
-            flush.set(Timestamp(micros=due))
-            armed.write(due)
+            arm_earliest(flush, armed, min(slot for slot, _, _ in waiting))
 
 
 class AssignStories(beam.PTransform):

@@ -15,8 +15,10 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
+from pipeline.admit_on_time import micros_of
+from pipeline.earliest_timer import arm_earliest
 from pipeline.topics import story_topics
-from schemas.article import Article
+from schemas.article import Article, event_time
 from schemas.story import SCHEMA_VERSION
 
 
@@ -31,7 +33,7 @@ def story_row(story_id: str, members: Iterable[Article], run_id: str,
     topics = None
     if topic_cut is not None:
         topics = story_topics([a.get("topics") or [] for a in members], *topic_cut)
-    times = [a.get("published_at") or a["ingested_at"] for a in members]
+    times = [event_time(a) for a in members]
     return {
         "schema_version": SCHEMA_VERSION,
         "story_id": story_id,
@@ -45,10 +47,6 @@ def story_row(story_id: str, members: Iterable[Article], run_id: str,
         "run_id": run_id,
         "updated_at": updated_at,
     }
-
-
-def micros_of(moment: datetime) -> int:
-    return Timestamp.from_utc_datetime(moment).micros
 
 
 # What a stream keeps of each member: what story_row reads.
@@ -70,22 +68,17 @@ class _UpdateStoriesFn(beam.DoFn):
                 changed=beam.DoFn.StateParam(CHANGED), due=beam.DoFn.TimerParam(DUE)):
         _, article = element
         members.add({name: article.get(name) for name in MEMBER_FIELDS})
-        end = self.windows.end(micros_of(article.get("published_at") or article["ingested_at"]))
-        current = changed.read()
-        if current is None or end < current:
-            due.set(Timestamp(micros=end))
-            changed.write(end)
+        arm_earliest(due, changed, self.windows.end(micros_of(event_time(article))))
 
     @on_timer(DUE)
     def emit_or_forget(self, story_id=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
                        members=beam.DoFn.StateParam(MEMBERS),
                        changed=beam.DoFn.StateParam(CHANGED), due=beam.DoFn.TimerParam(DUE)):
-        kept = list(members.read())
         if changed.read() is None:  # the story window has passed its last member
             members.clear()
             return
         changed.clear()
-        row = story_row(story_id, kept, self.run_id,
+        row = story_row(story_id, members.read(), self.run_id,
                         fired.to_utc_datetime(has_tz=True), self.topic_cut)
         yield row
         last_seen = micros_of(row["last_seen"])
