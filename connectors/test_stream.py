@@ -23,16 +23,15 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
 from connectors.file_source import ARTICLE, ArticleFileParser, read_article_files
+from schemas.article import event_time
 from schemas.dead_letter import DEAD_LETTER_OUTPUT
 
 Record = Tuple[str, dict]  # (ARTICLE or DEAD_LETTER, the record)
 
 
 def record_time(kind: str, record: dict) -> datetime:
-    """A record's event time: an article's publication time, else its ingestion time."""
-    if kind == ARTICLE and record.get("published_at"):
-        return record["published_at"]
-    return record["ingested_at"]
+    """A record's event time: an article's (``event_time``), a dead letter's ingestion."""
+    return event_time(record) if kind == ARTICLE else record["ingested_at"]
 
 
 def record_key(record: dict) -> str:

@@ -16,6 +16,7 @@ them in keyed state, and this step sends late articles to the dead letter.
 
 import zlib
 from dataclasses import dataclass
+from datetime import datetime
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
@@ -27,6 +28,11 @@ from apache_beam.utils.timestamp import Timestamp
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, rejected_article
 
 SECOND = 1_000_000  # microseconds, Beam's timestamp unit
+
+
+def micros_of(moment: datetime) -> int:
+    """A UTC time in Beam's microseconds since the epoch."""
+    return Timestamp.from_utc_datetime(moment).micros
 
 
 @dataclass(frozen=True)

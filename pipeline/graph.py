@@ -18,12 +18,11 @@ from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
-from apache_beam.utils.timestamp import Timestamp
 
 from connectors.file_source import ReadArticleFiles
 from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
 from connectors.parquet_sink import ParquetPartitionSink, day_of
-from pipeline.admit_on_time import SECOND, AdmitOnTime, EventWindows
+from pipeline.admit_on_time import SECOND, AdmitOnTime, EventWindows, micros_of
 from pipeline.detect_language import DetectLanguage
 from pipeline.drop_repeated_ids import DropRepeatedIds
 from pipeline.embed_articles import EmbedArticles
@@ -36,15 +35,11 @@ from pipeline.tag_topics import TagTopics
 from schemas import article as article_schema
 from schemas import dead_letter as dead_letter_schema
 from schemas import story as story_schema
+from schemas.article import event_time
 from schemas.dead_letter import DEAD_LETTER_OUTPUT
 
 # How often, in event-time seconds, a stream's articles are assigned to stories.
 ASSIGN_EVERY = 2
-
-
-def event_time_of(article) -> datetime:
-    """An article's event time: its publication time, else its ingestion time."""
-    return article.get("published_at") or article["ingested_at"]
 
 
 def updated_time_of(story) -> datetime:
@@ -55,7 +50,7 @@ def updated_time_of(story) -> datetime:
 
 def article_partition(article):
     """``dt`` from the publication day (the ingestion day when unknown), then ``lang``."""
-    return [("dt", day_of(event_time_of(article))), ("lang", article["lang"])]
+    return [("dt", day_of(event_time(article))), ("lang", article["lang"])]
 
 
 def dead_letter_partition(dead_letter):
@@ -157,7 +152,7 @@ def build(p: beam.Pipeline, options: PipelineOptions,
 
     def sink(name, schema, partition_columns, partition_of, sort_by, time_of, unique_key=None):
         def window_of(row):
-            start = windows.start(Timestamp.from_utc_datetime(time_of(row)).micros)
+            start = windows.start(micros_of(time_of(row)))
             return start, start + windows.size
 
         return ParquetPartitionSink(
@@ -168,7 +163,7 @@ def build(p: beam.Pipeline, options: PipelineOptions,
 
     written_articles = articles | "WriteArticles" >> sink(
         "articles", article_schema.ARTICLE, article_schema.PARTITION_COLUMNS, article_partition,
-        ("article_id",), event_time_of, unique_key="article_id")
+        ("article_id",), event_time, unique_key="article_id")
     written_stories = (
         articles
         | "SummarizeStories" >> SummarizeStories(

@@ -12,6 +12,7 @@ Versions (bump ``SCHEMA_VERSION`` and add a line when a column changes):
     3: ``topics``: the article's topics under the run's taxonomy.
 """
 
+from datetime import datetime
 from typing import Any, Dict
 
 import pyarrow as pa
@@ -96,3 +97,9 @@ ARTICLE = RecordSchema("article", SCHEMA_VERSION, [
 PARTITION_COLUMNS = ("dt", "lang")
 
 INCOMING_JSON_SCHEMA = ARTICLE.json_schema(required_any_of=("body",))
+
+
+def event_time(article: Article) -> datetime:
+    """When the article happened, for windows and the story window: its
+    publication time, else its ingestion time."""
+    return article.get("published_at") or article["ingested_at"]
