@@ -108,6 +108,16 @@ class NewsloomOptions(PipelineOptions):
               help="Parquet codec (default: zstd)")
 
 
+def flag_value(argv: List[str], flag: str) -> Optional[str]:
+    """The value of ``flag`` in command-line style ``argv`` (``--f=v`` or ``--f v``), else None."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
 def normalise_argv(argv: Optional[List[str]]) -> List[str]:
     """``argv`` with newsloom's defaults and spellings applied.
 
@@ -117,7 +127,7 @@ def normalise_argv(argv: Optional[List[str]]) -> List[str]:
     """
     argv = [a.replace("--bootstrap_servers", "--kafka_bootstrap_servers", 1)
             if a.split("=")[0] == "--bootstrap_servers" else a for a in (argv or [])]
-    if not any(a == "--runner" or a.startswith("--runner=") for a in argv):
+    if flag_value(argv, "--runner") is None:
         argv.append(f"--runner={DEFAULT_RUNNER}")
     return argv
 

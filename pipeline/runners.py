@@ -40,6 +40,8 @@ from typing import Iterator, List, Optional
 
 import apache_beam
 
+from pipeline.options import flag_value
+
 CACHE_DIR = Path(os.environ.get("NEWSLOOM_CACHE", Path.home() / ".cache" / "newsloom"))
 BEAM_MODULE = "github.com/apache/beam/sdks/v2"
 # The file and the line that choose Prism's listen address, in the Beam Go module.
@@ -221,22 +223,9 @@ class LocalWorkerPool:
         self._server.stop(grace=1)
 
 
-def runner_of(argv: List[str]) -> Optional[str]:
-    for i, arg in enumerate(argv):
-        if arg.startswith("--runner="):
-            return arg.split("=", 1)[1]
-        if arg == "--runner" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
-def _given(argv: List[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
-
-
 def runner_kind(argv: List[str]) -> Optional[str]:
     """``prism`` or ``flink`` when ``argv`` asks for one of them, else None."""
-    runner = (runner_of(argv) or "").lower()
+    runner = (flag_value(argv, "--runner") or "").lower()
     return {"prismrunner": "prism", "prism": "prism",
             "flinkrunner": "flink", "flink": "flink"}.get(runner)
 
@@ -250,25 +239,25 @@ def local_runner(argv: List[str]) -> Iterator[List[str]]:
         yield argv
         return
     argv = list(argv)
-    if kind == "prism" and not _given(argv, "--prism_location"):
+    if kind == "prism" and flag_value(argv, "--prism_location") is None:
         argv.append(f"--prism_location={prism_binary()}")
-    if not _given(argv, "--job_server_timeout"):
+    if flag_value(argv, "--job_server_timeout") is None:
         # Beam's client reads the job's state and messages as gRPC streams with
         # this deadline (300 s by default): a longer job would be torn down.
         argv.append(f"--job_server_timeout={JOB_STREAM_DEADLINE}")
     previous_conf_dir = os.environ.get("FLINK_CONF_DIR")
     if kind == "flink":
-        if not _given(argv, "--flink_job_server_jar"):
+        if flag_value(argv, "--flink_job_server_jar") is None:
             argv.append(f"--flink_job_server_jar={flink_job_server_jar()}")
-        if not _given(argv, "--flink_master"):
+        if flag_value(argv, "--flink_master") is None:
             argv.append("--flink_master=[local]")
-        if "--flink_master=[local]" in argv:
-            if not _given(argv, "--job_server_java_launcher"):
+        if flag_value(argv, "--flink_master") == "[local]":
+            if flag_value(argv, "--job_server_java_launcher") is None:
                 argv.append(f"--job_server_java_launcher={loopback_java_launcher()}")
             # The job server JVM inherits this; Flink reads its configuration there.
             os.environ.setdefault("FLINK_CONF_DIR", str(flink_local_conf_dir()))
     try:
-        if _given(argv, "--environment_type"):
+        if flag_value(argv, "--environment_type") is not None:
             yield argv
         else:
             with LocalWorkerPool() as pool:
