@@ -1,17 +1,20 @@
-"""The FindDuplicates step: exact, near and translated copies, grouped into stories.
+"""The FindDuplicates step: exact, near and translated copies, and different reports
+of one event, grouped into stories.
 
 How (no all-pairs comparison anywhere):
 
 1. ``Fingerprint``: each article gets its word-shingle hash set and MinHash
    signature, and joins candidate buckets: one per content hash (exact
    copies) and one per LSH band within its language (near copies).
-   ``EmbedArticles`` (when given) adds vector-LSH buckets for translations.
+   ``EmbedArticles`` (when given) adds vector-LSH buckets for translations
+   and story links.
 2. ``StoryClusterer`` (``pipeline.story_clusterer``): a newcomer to a bucket
    is compared with the stored members nearest to it in time; exact buckets
    match at once, near pairs whose 8-bit sketches estimate a similarity near
    the threshold have their exact shingle Jaccard checked
    (``shingle_match``), and vector pairs have their paragraphs aligned
-   (``translation_match``). The matches become stories, in time order.
+   (``translation_match``) or, failing that, are tested as two reports of
+   one event (``story_link``). The matches become stories, in time order.
 3. The story fields are set on every article.
 
 All of it is keyed state expiring ``story_window`` after each article's event
@@ -20,7 +23,7 @@ time, so it runs on an endless stream with memory bounded by one window.
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -30,7 +33,7 @@ from pipeline.crosslingual import paragraph_coverage
 from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
 from pipeline.embed_articles import ArticleVectors
 from pipeline.minhash import MinHasher, jaccard, shingle_hashes
-from pipeline.stories import BucketEntry, Match, Member, order_key
+from pipeline.stories import STORY_LINK, BucketEntry, Match, Member, order_key
 from pipeline.story_clusterer import (EXACT, NEAR, VECTOR, JoinById, StoryClusterer,
                                       event_time)
 from pipeline.text import tokens
@@ -42,6 +45,12 @@ from schemas.article import Article
 SKETCH_MARGIN = 0.1
 # Shared names and numbers kept as a duplicate's evidence.
 MAX_EVIDENCE = 20
+# A story link (a different report of the same event) needs, besides its
+# article cosine, this many shared specific names and numbers (see
+# ``specific_evidence``), and the two reports this close in event time: the
+# reports of one event come out within a day of each other.
+MIN_LINK_EVIDENCE = 3
+STORY_LINK_HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,48 @@ def translation_match(later: Member, earlier: Member, later_vectors: ArticleVect
     return None
 
 
+def specific_evidence(keys) -> List[str]:
+    """The keys specific enough to tie two reports to one event: names whose
+    skeleton has four or more consonants (short ones match common words) and
+    numbers of two or more digits (single digits are everywhere), sorted."""
+    return sorted(k for k in keys if len(k) >= 5 or (k.startswith("#") and len(k) >= 3))
+
+
+def story_link(later: Member, earlier: Member, later_vectors: ArticleVectors,
+               earlier_vectors: ArticleVectors, min_cosine: float,
+               min_evidence: int = MIN_LINK_EVIDENCE,
+               max_hours: float = STORY_LINK_HOURS) -> Optional[Match]:
+    """A story link when two different reports agree strongly: their centred article
+    vectors' cosine reaches ``min_cosine``, they share ``min_evidence`` specific
+    names and numbers, and they are within ``max_hours`` of each other in event time."""
+    if abs(later.order[0] - earlier.order[0]) > max_hours * 3600 * 1_000_000:
+        return None
+    cosine = float(later_vectors.article_vector @ earlier_vectors.article_vector)
+    if cosine < min_cosine:
+        return None
+    shared = specific_evidence(later_vectors.evidence & earlier_vectors.evidence)
+    if len(shared) < min_evidence:
+        return None
+    return Match(later=later, earlier=earlier, score=cosine, kind=STORY_LINK,
+                 evidence=tuple(shared[:MAX_EVIDENCE]))
+
+
+def vector_match(later: Member, earlier: Member, later_vectors: ArticleVectors,
+                 earlier_vectors: ArticleVectors, paragraph_similarity: Dict[str, float],
+                 default_similarity: float, coverage: float,
+                 link_cosine: Optional[float]) -> Optional[Match]:
+    """A vector pair's match: a translation (two languages), else a story link
+    (when ``link_cosine`` is set), else None."""
+    if later_vectors.lang != earlier_vectors.lang:
+        match = translation_match(later, earlier, later_vectors, earlier_vectors,
+                                  paragraph_similarity, default_similarity, coverage)
+        if match is not None:
+            return match
+    if link_cosine is None:
+        return None
+    return story_link(later, earlier, later_vectors, earlier_vectors, link_cosine)
+
+
 class FindDuplicates(beam.PTransform):
     """Sets ``story_id``, ``is_duplicate``, ``duplicate_of``, ``dup_score``,
     ``duplicate_kind`` and ``dup_evidence`` on each article.
@@ -133,6 +184,10 @@ class FindDuplicates(beam.PTransform):
     article's in any language (more than ``coverage`` of them, both ways, at
     the pair's paragraph similarity) is a translation, when the two share a
     vector-LSH bucket and their article vectors reach ``min_article_cosine``.
+    An article in any language joins, without being a duplicate, the story of
+    an earlier different report of the same event when the two pass
+    ``story_link`` at ``story_link_cosine`` (their article vectors, shared
+    specific names and numbers, and time).
     Only articles within ``story_window`` of each other (event time) match,
     and in a bucket a newcomer meets the ``max_partners`` members nearest to
     it in time.
@@ -152,6 +207,8 @@ class FindDuplicates(beam.PTransform):
             ``pipeline/data/paragraph_thresholds.json`` (``build_thresholds``),
             and ``DEFAULT_THRESHOLD`` for pairs not calibrated.
         coverage, min_article_cosine: the rest of the translation test.
+        story_link_cosine: the centred article cosine a story link needs; None: no
+            story links (stories are groups of duplicates only).
         story_window: seconds of event time an article stays matchable (72 h).
         assign_every: on a stream, how often (event-time seconds) stories are assigned.
         bounded: the input ends (a batch run); see ``pipeline.story_clusterer``.
@@ -160,7 +217,8 @@ class FindDuplicates(beam.PTransform):
     def __init__(self, threshold: float = 0.5, shingle_size: int = 3, bands: int = 40,
                  rows: int = 3, max_partners: int = 50, embedded=None,
                  paragraph_similarity: Optional[float] = None, coverage: float = 0.5,
-                 min_article_cosine: float = 0.35, story_window: float = 72 * 3600,
+                 min_article_cosine: float = 0.35, story_link_cosine: Optional[float] = 0.7,
+                 story_window: float = 72 * 3600,
                  assign_every: float = 10, bounded: bool = True):
         super().__init__()
         for name, value in (("threshold", threshold), ("coverage", coverage)):
@@ -180,6 +238,10 @@ class FindDuplicates(beam.PTransform):
                                    else DEFAULT_THRESHOLD)
         self.coverage = coverage
         self.min_article_cosine = min_article_cosine
+        if story_link_cosine is not None and not min_article_cosine <= story_link_cosine <= 1.0:
+            raise ValueError(f"story_link_cosine must be in [min_article_cosine, 1], "
+                             f"got {story_link_cosine}")
+        self.story_link_cosine = story_link_cosine
         self.story_window = story_window
         self.assign_every = assign_every
         self.bounded = bounded
@@ -194,8 +256,9 @@ class FindDuplicates(beam.PTransform):
             buckets.append(self.embedded.buckets)
             features[VECTOR] = self.embedded.vectors
             scores[VECTOR] = partial(
-                translation_match, paragraph_similarity=self.pair_similarity,
-                default_similarity=self.default_similarity, coverage=self.coverage)
+                vector_match, paragraph_similarity=self.pair_similarity,
+                default_similarity=self.default_similarity, coverage=self.coverage,
+                link_cosine=self.story_link_cosine)
         assignments = (
             articles
             | "Members" >> beam.Map(member_of)
@@ -203,7 +266,9 @@ class FindDuplicates(beam.PTransform):
                 buckets | "AllBuckets" >> beam.Flatten(), features, scores,
                 story_window=self.story_window, assign_every=self.assign_every,
                 max_partners=self.max_partners, min_estimate=self.threshold - SKETCH_MARGIN,
-                min_cosine=self.min_article_cosine, bounded=self.bounded))
+                min_cosine=self.min_article_cosine,
+                same_language_cosine=self.story_link_cosine if self.embedded is not None else None,
+                bounded=self.bounded))
 
         def set_story(parts):
             story = parts["story"]
@@ -211,7 +276,9 @@ class FindDuplicates(beam.PTransform):
                     "is_duplicate": story.is_duplicate,
                     "duplicate_of": story.duplicate_of, "dup_score": story.dup_score,
                     "duplicate_kind": story.duplicate_kind,
-                    "dup_evidence": list(story.dup_evidence)}
+                    "dup_evidence": list(story.dup_evidence),
+                    "linked_to": story.linked_to, "link_score": story.link_score,
+                    "link_evidence": list(story.link_evidence)}
 
         return ({"article": articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)),
                  "story": assignments}

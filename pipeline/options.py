@@ -81,6 +81,10 @@ class NewsloomOptions(PipelineOptions):
         _flag(parser, "translation_coverage", type=float, default=0.5,
               help="a translation duplicate needs more than this share of the lead "
                    "paragraphs of each article to align (default: 0.5, i.e. most of them)")
+        _flag(parser, "story_link_cosine", type=float, default=0.7,
+              help="different reports of one event (not copies) join one story when their "
+                   "centred article vectors reach this cosine, they share 3 specific names "
+                   "or numbers and are within 24 h; 1 turns story links off (default: 0.7)")
         _flag(parser, "story_window_hours", type=float, default=72.0,
               help="how long, in event time (publication, else ingestion), an article can "
                    "still be matched by a later copy; on a stream, its state is dropped "

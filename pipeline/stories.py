@@ -4,7 +4,8 @@ A *bucket* holds articles that may be copies of each other (the same content
 hash, MinHash band or vector-LSH band); ``nearest_in_time`` and
 ``bucket_pairs`` say what a newcomer to a bucket is compared with and what
 that yields. A *match* says that a later article copies an earlier one
-(exactly, nearly, or as a translation). ``assign_in_order`` turns matches
+(exactly, nearly, or as a translation), or reports the same event (a story
+link). ``assign_in_order`` turns matches
 into stories: the story id is its earliest article's id, so the same input
 gives the same story ids on every run and runner, and an article that matches
 an earlier one is a duplicate of the earlier article it matches best.
@@ -36,7 +37,9 @@ class Match:
     """``later`` copies ``earlier`` with similarity ``score`` (1.0 = exact copy).
 
     ``kind``: exact, near (same-language shingles) or translation (aligned
-    paragraphs across languages); ``evidence``: names and numbers both share.
+    paragraphs across languages), the three that make ``later`` a duplicate;
+    or story (a different report of the same event: ``later`` joins the story
+    but copies nothing). ``evidence``: names and numbers both share.
     """
 
     later: Member
@@ -44,6 +47,10 @@ class Match:
     score: float
     kind: str = "near"
     evidence: Tuple[str, ...] = ()
+
+
+# The kind of Match that links a different report of one event to its story.
+STORY_LINK = "story"
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,10 @@ class StoryAssignment:
     dup_score: Optional[float]
     duplicate_kind: Optional[str] = None
     dup_evidence: Tuple[str, ...] = ()
+    # When the article joined its story by a story link, not as a duplicate.
+    linked_to: Optional[str] = None
+    link_score: Optional[float] = None
+    link_evidence: Tuple[str, ...] = ()
 
 
 def _micros(moment: datetime) -> int:
@@ -99,7 +110,9 @@ def nearest_in_time(new: Member, stored: Iterable[BucketEntry], max_partners: in
 
 
 def bucket_pairs(kind: str, new: BucketEntry, partners: Sequence[BucketEntry],
-                 min_estimate: float, min_cosine: float) -> Iterator[Union[Match, Tuple[Member, Member]]]:
+                 min_estimate: float, min_cosine: float,
+                 same_language_cosine: Optional[float] = None
+                 ) -> Iterator[Union[Match, Tuple[Member, Member]]]:
     """What ``new`` meeting ``partners`` in a bucket of ``kind`` yields:
 
     * ``exact``: a ``Match`` (score 1.0) with each partner, the later copying the earlier;
@@ -107,8 +120,10 @@ def bucket_pairs(kind: str, new: BucketEntry, partners: Sequence[BucketEntry],
       a Jaccard similarity of ``min_estimate`` or more;
     * ``vec``: a (later, earlier) pair to verify where the two are in different
       primary languages and their article vectors' cosine reaches
-      ``min_cosine``. Same-language copies are MinHash's: their shared wording
-      is the stronger evidence.
+      ``min_cosine``, or in one language and it reaches ``same_language_cosine``
+      (None: never). Same-language copies are MinHash's, whose shared wording
+      is the stronger evidence; a same-language vector pair can only be a
+      story link, which needs the higher cosine.
     """
     if kind == "exact":
         for partner in partners:
@@ -120,13 +135,14 @@ def bucket_pairs(kind: str, new: BucketEntry, partners: Sequence[BucketEntry],
             if estimate >= min_estimate:
                 yield later_earlier(new.member, partner.member)
     elif kind == "vec":
-        partners = [p for p in partners if p.lang != new.lang]
+        if same_language_cosine is None:
+            partners = [p for p in partners if p.lang != new.lang]
         if partners:
             mine = np.frombuffer(new.payload, dtype=np.float16).astype(np.float32)
             theirs = np.frombuffer(b"".join(p.payload for p in partners),
                                    dtype=np.float16).astype(np.float32).reshape(len(partners), -1)
             for partner, cosine in zip(partners, theirs @ mine):
-                if cosine >= min_cosine:
+                if cosine >= (min_cosine if partner.lang != new.lang else same_language_cosine):
                     yield later_earlier(new.member, partner.member)
     else:
         raise ValueError(f"unknown bucket kind {kind!r}")
@@ -151,11 +167,13 @@ def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
     """Assigns ``members`` in time order, given every match in which one is the later article.
 
     An article that matches no earlier article starts a story (its id is the
-    story id). One that does is a duplicate of its best match, and joins the
-    earliest story among those of all the articles it matches: a report that
-    links two stories joins the older. Stories already assigned never change,
-    which is what lets a stream emit each article once, final; the price is
-    that a bridge does not pull the younger story's earlier members over.
+    story id). One that does joins the earliest story among those of all the
+    articles it matches: a report that links two stories joins the older. It
+    is a duplicate of its best duplicate match (any kind but a story link);
+    with story links only, it is no duplicate and records its best link.
+    Stories already assigned never change, which is what lets a stream emit
+    each article once, final; the price is that a bridge does not pull the
+    younger story's earlier members over.
 
     ``known`` maps ids assigned before (earlier articles) to their story and is
     updated with each member; an earlier article no longer in it (expired
@@ -166,8 +184,7 @@ def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
         by_later.setdefault(match.later.article_id, []).append(match)
     for member in sorted(set(members), key=lambda m: m.order):
         mine = by_later.get(member.article_id, [])
-        best = best_match(mine)
-        if best is None:
+        if not mine:
             known[member.article_id] = StoryOf(member.article_id, member.order, member.order[0])
             yield member, singleton(member.article_id)
             continue
@@ -175,10 +192,18 @@ def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
                                StoryOf(m.earlier.article_id, m.earlier.order, m.earlier.order[0]))
                      for m in mine), key=lambda s: s.story_order)
         known[member.article_id] = StoryOf(story.story_id, story.story_order, member.order[0])
-        yield member, StoryAssignment(
-            story_id=story.story_id, is_duplicate=True,
-            duplicate_of=best.earlier.article_id, dup_score=round(best.score, 4),
-            duplicate_kind=best.kind, dup_evidence=best.evidence)
+        best = best_match(m for m in mine if m.kind != STORY_LINK)
+        if best is not None:
+            yield member, StoryAssignment(
+                story_id=story.story_id, is_duplicate=True,
+                duplicate_of=best.earlier.article_id, dup_score=round(best.score, 4),
+                duplicate_kind=best.kind, dup_evidence=best.evidence)
+        else:
+            link = best_match(mine)
+            yield member, StoryAssignment(
+                story_id=story.story_id, is_duplicate=False, duplicate_of=None, dup_score=None,
+                linked_to=link.earlier.article_id, link_score=round(link.score, 4),
+                link_evidence=link.evidence)
 
 
 def singleton(article_id: str) -> StoryAssignment:

@@ -10,6 +10,8 @@ Versions (bump ``SCHEMA_VERSION`` and add a line when a column changes):
     2: ``duplicate_kind`` and ``dup_evidence``: how a duplicate matched and the
        names and numbers it shares with the article it copies.
     3: ``topics``: the article's topics under the run's taxonomy.
+    4: ``linked_to``, ``link_score`` and ``link_evidence``: a different report
+       of the same event that the article's story was joined through.
 """
 
 from datetime import datetime
@@ -19,7 +21,7 @@ import pyarrow as pa
 
 from schemas.record import UTC_TIMESTAMP, Field, RecordSchema
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Type alias for the in-flight record, so signatures say what flows.
 Article = Dict[str, Any]
@@ -82,6 +84,13 @@ ARTICLE = RecordSchema("article", SCHEMA_VERSION, [
           "across languages), when is_duplicate"),
     Field("dup_evidence", pa.list_(pa.string()),
           "names (@consonant skeleton) and numbers (#n) shared with duplicate_of"),
+    Field("linked_to", pa.string(),
+          "when the article is no duplicate but joined a story as a different report of "
+          "the same event: the earlier report it was linked to"),
+    Field("link_score", pa.float32(),
+          "the centred article-vector cosine with linked_to, when linked_to is set"),
+    Field("link_evidence", pa.list_(pa.string()),
+          "the specific names and numbers shared with linked_to"),
     Field("topics", pa.list_(TOPIC_SCORE),
           "topics of the run's taxonomy (--taxonomy): id and score 0..1, best first; "
           "null when topics were not tagged (--embedder none)"),

@@ -1,8 +1,8 @@
 import numpy as np
 
 from pipeline.minhash import MinHasher, shingle_hashes
-from pipeline.stories import (BucketEntry, Match, Member, assign_in_order, bucket_pairs,
-                              nearest_in_time, order_key, singleton)
+from pipeline.stories import (STORY_LINK, BucketEntry, Match, Member, assign_in_order,
+                              bucket_pairs, nearest_in_time, order_key, singleton)
 
 
 def member(article_id, t):
@@ -49,6 +49,19 @@ def test_assignments_carry_over_between_passes_and_expired_articles_stand_alone(
     assert first["b"].story_id == "a" and second["c"].story_id == "a"
     del known["b"]  # b left the story window
     assert assign([member("d", 4)], [Match(member("d", 4), b, 0.8)], known)["d"].story_id == "b"
+
+
+def test_a_story_link_joins_the_story_without_making_a_duplicate():
+    a, b, c = member("a", 1), member("b", 2), member("c", 3)
+    result = assign([a, b, c], [Match(b, a, 0.8, kind=STORY_LINK, evidence=("@trmb",)),
+                                Match(c, b, 0.9, kind="translation"),
+                                Match(c, a, 0.75, kind=STORY_LINK)])
+    assert result["b"].story_id == "a" and not result["b"].is_duplicate
+    assert (result["b"].linked_to, result["b"].link_score, result["b"].link_evidence) == (
+        "a", 0.8, ("@trmb",))
+    # c copies b (its one duplicate match) although its story link to a came too.
+    assert result["c"].is_duplicate and result["c"].duplicate_of == "b"
+    assert result["c"].story_id == "a" and result["c"].linked_to is None
 
 
 def test_order_key_prefers_publication_time_then_id():
@@ -105,6 +118,12 @@ def test_vector_pairs_are_close_and_across_languages_only():
     assert [(l.article_id, e.article_id) for l, e in pairs] == [("near", "base")]
     assert not list(bucket_pairs("vec", BucketEntry(member("near", 2), "bn", unit(near)),
                                  partners, 0.0, 0.7))
+    # One language: only at the (higher) story-link cosine.
+    same = BucketEntry(member("near", 2), "bn", unit(near))
+    cosine = float(np.frombuffer(same.payload, np.float16).astype(np.float32)
+                   @ np.frombuffer(old.payload, np.float16).astype(np.float32))
+    assert len(list(bucket_pairs("vec", same, partners, 0.0, 0.7, cosine - 0.01))) == 1
+    assert not list(bucket_pairs("vec", same, partners, 0.0, 0.7, cosine + 0.01))
 
 
 def test_exact_bucket_matches_newcomer_with_each_partner_later_copying_earlier():
