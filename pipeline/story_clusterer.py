@@ -2,15 +2,15 @@
 with keyed state that expires in event time, so it runs on an endless stream.
 
     buckets ─ IndexBuckets ─┬─ exact matches ────────────────────────┐
-      (keyed by shard)      ├─ near pairs ─ VerifyPairs(shingles) ───┼─ AssignStories ─ (id, assignment)
+      (keyed by bucket)     ├─ near pairs ─ VerifyPairs(shingles) ───┼─ AssignStories ─ (id, assignment)
                             └─ vector pairs ─ VerifyPairs(vectors) ──┘   (one key)
     articles' members ───────────────────────────────────────────────┘
 
 Each step is a stateful DoFn (``pipeline.stories`` holds the logic):
 
 * ``IndexBuckets`` keeps each bucket's entries (id, time, language, a sketch
-  or a float16 vector) under one of ``shards`` keys and compares a newcomer
-  with the ``max_partners`` entries nearest to it in time.
+  or a float16 vector) under the bucket's key and compares a newcomer with the
+  ``max_partners`` entries nearest to it in time.
 * ``VerifyPairs`` joins a pair with each side's features (shingles or
   paragraph vectors), held under the article's id, and scores it; a pair met
   in several buckets is scored once.
@@ -30,7 +30,6 @@ Articles must carry their event time as their Beam timestamp (``event_time``).
 """
 
 import math
-import zlib
 from functools import partial
 from typing import Callable, Dict, Iterable, Optional
 
@@ -63,34 +62,37 @@ def _grid(micros: int, step: int) -> int:
 
 
 class _IndexBucketsFn(beam.DoFn):
-    BUCKETS = ReadModifyWriteStateSpec("buckets", PickleCoder())
+    """Keyed by bucket: its entries in a bag, so a newcomer is appended, not rewritten
+    with everything the bucket holds."""
+
+    ENTRIES = BagStateSpec("entries", PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, window: int, max_partners: int, min_estimate: float, min_cosine: float,
-                 bounded: bool):
+                 same_language_cosine: Optional[float], bounded: bool):
         self.expired = Metrics.counter(METRICS, "expired_bucket_entries")
         self.window = window
         self.max_partners = max_partners
         self.min_estimate = min_estimate
         self.min_cosine = min_cosine
+        self.same_language_cosine = same_language_cosine
         self.bounded = bounded
 
-    def process(self, element, buckets_state=beam.DoFn.StateParam(BUCKETS),
+    def process(self, element, entries=beam.DoFn.StateParam(ENTRIES),
                 armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY)):
-        _, (key, entry) = element
+        key, entry = element
         kind = key.split(":", 1)[0]
-        buckets: Dict[str, list] = buckets_state.read() or {}
-        stored = buckets.setdefault(key, [])
+        stored = list(entries.read())
         if any(e.member.article_id == entry.member.article_id for e in stored):
             return []  # the same article again (a re-read): it was compared already
         # Articles more than a story window apart never match, whether or not
         # the older one's state has expired yet: a batch run agrees with a stream.
         partners = nearest_in_time(entry.member, stored, self.max_partners, self.window)
         found = [beam.pvalue.TaggedOutput(EXACT if isinstance(f, Match) else kind, f)
-                 for f in bucket_pairs(kind, entry, partners, self.min_estimate, self.min_cosine)]
-        stored.append(entry)
-        buckets_state.write(buckets)
+                 for f in bucket_pairs(kind, entry, partners, self.min_estimate, self.min_cosine,
+                                       self.same_language_cosine)]
+        entries.add(entry)
         if not self.bounded:
             arm_earliest(expiry, armed, self._expiry_due(entry.member.order[0]))
         return found
@@ -100,39 +102,33 @@ class _IndexBucketsFn(beam.DoFn):
         return _grid(micros + self.window, self.window // EXPIRY_STEPS)
 
     @on_timer(EXPIRY)
-    def expire(self, fired=beam.DoFn.TimestampParam, buckets_state=beam.DoFn.StateParam(BUCKETS),
+    def expire(self, fired=beam.DoFn.TimestampParam, entries=beam.DoFn.StateParam(ENTRIES),
                armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY)):
         cutoff = fired.micros - self.window
-        before = buckets_state.read() or {}
-        buckets = {key: kept for key, entries in before.items()
-                   if (kept := [e for e in entries if e.member.order[0] > cutoff])}
-        self.expired.inc(sum(map(len, before.values())) - sum(map(len, buckets.values())))
+        before = list(entries.read())
+        kept = [e for e in before if e.member.order[0] > cutoff]
+        self.expired.inc(len(before) - len(kept))
         armed.clear()
-        if not buckets:
-            buckets_state.clear()
-            return
-        buckets_state.write(buckets)
-        oldest = min(e.member.order[0] for entries in buckets.values() for e in entries)
-        arm_earliest(expiry, armed, self._expiry_due(oldest))
+        entries.clear()
+        for entry in kept:
+            entries.add(entry)
+        if kept:
+            arm_earliest(expiry, armed, self._expiry_due(min(e.member.order[0] for e in kept)))
 
 
 class IndexBuckets(beam.PTransform):
-    """``(bucket key, BucketEntry)`` in; out: ``exact`` Matches, and ``near`` and ``vec``
-    (later, earlier) Member pairs to verify. Keys start with their kind (``exact:``,
-    ``near:``, ``vec:``)."""
+    """``(bucket key, BucketEntry)`` in, keyed by bucket; out: ``exact`` Matches, and
+    ``near`` and ``vec`` (later, earlier) Member pairs to verify. Keys start with
+    their kind (``exact:``, ``near:``, ``vec:``)."""
 
     def __init__(self, story_window: int, max_partners: int, min_estimate: float,
-                 min_cosine: float, bounded: bool, shards: int = 1024):
+                 min_cosine: float, same_language_cosine: Optional[float], bounded: bool):
         super().__init__()
-        self.shards = shards
-        self.index = _IndexBucketsFn(story_window, max_partners, min_estimate, min_cosine, bounded)
+        self.index = _IndexBucketsFn(story_window, max_partners, min_estimate, min_cosine,
+                                     same_language_cosine, bounded)
 
     def expand(self, buckets):
-        shards = self.shards
-        return (buckets
-                | "ByShard" >> beam.Map(
-                    lambda kv: (zlib.crc32(kv[0].encode()) % shards, kv))
-                | "Index" >> beam.ParDo(self.index).with_outputs(EXACT, NEAR, VECTOR))
+        return buckets | "Index" >> beam.ParDo(self.index).with_outputs(EXACT, NEAR, VECTOR)
 
 
 class _AttachFeaturesFn(beam.DoFn):
@@ -335,13 +331,15 @@ class StoryClusterer(beam.PTransform):
         assign_every: how often (event time) a stream's stories are assigned.
         max_partners: how many stored entries of a bucket a newcomer is compared with.
         min_estimate, min_cosine: the near and vector buckets' pre-filters.
+        same_language_cosine: the vector buckets' pre-filter for two articles in one
+            language (only story links are sought there); None: such pairs are skipped.
         bounded: a batch input (no expiry, one assignment pass at the end).
     """
 
     def __init__(self, buckets, features: Dict[str, object], scores: Dict[str, Callable],
                  story_window: float = 72 * 3600, assign_every: float = 10,
                  max_partners: int = 50, min_estimate: float = 0.4, min_cosine: float = 0.35,
-                 bounded: bool = True):
+                 same_language_cosine: Optional[float] = None, bounded: bool = True):
         super().__init__()
         if story_window <= 0 or assign_every <= 0:
             raise ValueError("story_window and assign_every must be positive (seconds)")
@@ -357,11 +355,13 @@ class StoryClusterer(beam.PTransform):
         self.max_partners = max_partners
         self.min_estimate = min_estimate
         self.min_cosine = min_cosine
+        self.same_language_cosine = same_language_cosine
         self.bounded = bounded
 
     def expand(self, members):
         indexed = self.buckets | "IndexBuckets" >> IndexBuckets(
-            self.window, self.max_partners, self.min_estimate, self.min_cosine, self.bounded)
+            self.window, self.max_partners, self.min_estimate, self.min_cosine,
+            self.same_language_cosine, self.bounded)
         matches = [indexed[EXACT]]
         for kind in sorted(self.features):
             matches.append(indexed[kind] | f"Verify_{kind}" >> VerifyPairs(
