@@ -88,10 +88,17 @@ def _record(article, path: str) -> None:
         f.write(b".")
 
 
-def _sample(path: Path, samples: list, stop: threading.Event) -> None:
+def _sample(path: Path, samples: list, stop: threading.Event, report_every: int) -> None:
+    """Samples memory each second, and prints a line as each ``report_every`` more
+    articles are out, so a run cut short still shows its trend."""
+    started, reported = time.perf_counter(), 0
     while not stop.wait(1.0):
         count = path.stat().st_size if path.exists() else 0
         samples.append((count, tree_rss_mib()))
+        if count >= reported + report_every:
+            reported = count
+            print(f"  {count} articles out, RSS {samples[-1][1]:.0f} MiB, "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
 
 
 def main(argv=None) -> None:
@@ -126,7 +133,8 @@ def main(argv=None) -> None:
         options = PipelineOptions(flags)
         options.view_as(StandardOptions).streaming = True
         out = Path(tmp) / "out"
-        sampler = threading.Thread(target=_sample, args=(out, samples, stop), daemon=True)
+        sampler = threading.Thread(target=_sample, args=(out, samples, stop, args.report_every),
+                                   daemon=True)
         sampler.start()
         started = time.perf_counter()
         with beam.Pipeline(options=options) as pipeline:
