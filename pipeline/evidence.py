@@ -9,7 +9,7 @@ in) and is used beside the embedding scores, never instead of them.
 """
 
 import re
-from typing import FrozenSet, Set
+from typing import FrozenSet, Iterable, List, Set
 
 from anyascii import anyascii
 
@@ -28,6 +28,11 @@ _DIGITS = re.compile(r"\d+")
 # Skeletons shorter than this are too common to be evidence (a two-consonant
 # skeleton matches hundreds of short words).
 MIN_SKELETON = 3
+# What ties two different reports to one event must be rarer still: a name
+# of four or more consonants, a number of two or more digits (single digits
+# are everywhere).
+MIN_SPECIFIC_SKELETON = 4
+MIN_SPECIFIC_DIGITS = 2
 
 
 def skeleton(word: str) -> str:
@@ -55,3 +60,10 @@ def evidence_keys(text: str, min_length: int = 4) -> FrozenSet[str]:
                 keys.add(f"@{shape}")
     return frozenset(keys)
 
+
+def specific_evidence(keys: Iterable[str]) -> List[str]:
+    """The keys (of ``evidence_keys``) specific enough to tie two reports to one
+    event, sorted: long name skeletons and numbers of several digits."""
+    return sorted(key for key in keys
+                  if len(key) - 1 >= (MIN_SPECIFIC_DIGITS if key.startswith("#")
+                                      else MIN_SPECIFIC_SKELETON))

@@ -23,7 +23,7 @@ time, so it runs on an endless stream with memory bounded by one window.
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -32,6 +32,7 @@ from apache_beam.transforms.window import TimestampedValue
 from pipeline.crosslingual import paragraph_coverage
 from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
 from pipeline.embed_articles import ArticleVectors
+from pipeline.evidence import specific_evidence
 from pipeline.minhash import MinHasher, jaccard, shingle_hashes
 from pipeline.stories import STORY_LINK, BucketEntry, Match, Member, order_key
 from pipeline.story_clusterer import (EXACT, NEAR, VECTOR, JoinById, StoryClusterer,
@@ -47,7 +48,7 @@ SKETCH_MARGIN = 0.1
 MAX_EVIDENCE = 20
 # A story link (a different report of the same event) needs, besides its
 # article cosine, this many shared specific names and numbers (see
-# ``specific_evidence``), and the two reports this close in event time: the
+# ``pipeline.evidence.specific_evidence``), and the two reports this close in event time: the
 # reports of one event come out within a day of each other.
 MIN_LINK_EVIDENCE = 3
 STORY_LINK_HOURS = 24
@@ -128,13 +129,6 @@ def translation_match(later: Member, earlier: Member, later_vectors: ArticleVect
         return Match(later=later, earlier=earlier, score=covered, kind="translation",
                      evidence=tuple(shared[:MAX_EVIDENCE]))
     return None
-
-
-def specific_evidence(keys) -> List[str]:
-    """The keys specific enough to tie two reports to one event: names whose
-    skeleton has four or more consonants (short ones match common words) and
-    numbers of two or more digits (single digits are everywhere), sorted."""
-    return sorted(k for k in keys if len(k) >= 5 or (k.startswith("#") and len(k) >= 3))
 
 
 def story_link(later: Member, earlier: Member, later_vectors: ArticleVectors,

@@ -4,7 +4,7 @@ vector LSH and name evidence."""
 import numpy as np
 
 from pipeline.crosslingual import lead_paragraphs, paragraph_coverage
-from pipeline.evidence import evidence_keys, skeleton
+from pipeline.evidence import evidence_keys, skeleton, specific_evidence
 from pipeline.vector_lsh import HyperplaneLSH
 
 
@@ -44,3 +44,10 @@ def test_names_meet_across_scripts():
     assert skeleton("ট্রাম্প") == skeleton("ترمب") == skeleton("Trump")
     assert skeleton("জেলেনস্কি") == skeleton("زيلينسكي") == skeleton("Zelenskyy")
     assert "#2025" in evidence_keys("সালে ২০২৫") and "#2025" in evidence_keys("عام ٢٠٢٥")
+
+
+def test_specific_evidence_keeps_long_names_and_numbers_of_several_digits():
+    keys = evidence_keys("Trump met Putin on 15 August for 2 hours.")
+    # Putin's skeleton (btn) and the single digit are too common to tie two reports.
+    assert {"@btn", "#2"} <= keys
+    assert specific_evidence(keys) == ["#15", "@trmb"]

@@ -54,6 +54,9 @@ def test_two_reports_of_one_event_link_across_languages(sib200, vectors_of):
     assert match is not None and match.kind == STORY_LINK
     # Gingrich, Massachusetts and the two vote shares, met across the two spellings.
     assert {"@jnjrk", "@msksts", "#46", "#32"} <= set(match.evidence)
+    # The cosine alone does not link: the shared names and numbers must be enough.
+    assert story_link(spanish.member, english.member, spanish, english, 0.7,
+                      min_evidence=len(match.evidence) + 1) is None
     # More than a day apart, the same two are not linked.
     later = vectors_of(" ".join(sentences(sib200, "spa_Latn", FLORIDA_PRIMARY)), "es",
                        STORY_LINK_HOURS + 1)
