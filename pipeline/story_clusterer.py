@@ -2,14 +2,14 @@
 with keyed state that expires in event time, so it runs on an endless stream.
 
     buckets ─ IndexBuckets ─┬─ exact matches ────────────────────────┐
-      (keyed by bucket)     ├─ near pairs ─ VerifyPairs(shingles) ───┼─ AssignStories ─ (id, assignment)
+      (keyed by shard of    ├─ near pairs ─ VerifyPairs(shingles) ───┼─ AssignStories ─ (id, assignment)
                             └─ vector pairs ─ VerifyPairs(vectors) ──┘   (one key)
     articles' members ───────────────────────────────────────────────┘
 
 Each step is a stateful DoFn (``pipeline.stories`` holds the logic):
 
 * ``IndexBuckets`` keeps each bucket's entries (id, time, language, a sketch
-  or a float16 vector) under the bucket's key and compares a newcomer with the
+  or a float16 vector) under a shard of the bucket keys and compares a newcomer with the
   ``max_partners`` entries nearest to it in time.
 * ``VerifyPairs`` joins a pair with each side's features (shingles or
   paragraph vectors), held under the article's id, and scores it; a pair met
@@ -30,6 +30,7 @@ Articles must carry their event time as their Beam timestamp (``event_time``).
 """
 
 import math
+import zlib
 from functools import partial
 from typing import Callable, Dict, Iterable, Optional
 
@@ -62,8 +63,8 @@ def _grid(micros: int, step: int) -> int:
 
 
 class _IndexBucketsFn(beam.DoFn):
-    """Keyed by bucket: its entries in a bag, so a newcomer is appended, not rewritten
-    with everything the bucket holds."""
+    """Keyed by a shard of the bucket keys: its ``(bucket key, entry)`` pairs in a bag,
+    so a newcomer is appended, not rewritten with everything the shard holds."""
 
     ENTRIES = BagStateSpec("entries", PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
@@ -81,9 +82,9 @@ class _IndexBucketsFn(beam.DoFn):
 
     def process(self, element, entries=beam.DoFn.StateParam(ENTRIES),
                 armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY)):
-        key, entry = element
+        _, (key, entry) = element
         kind = key.split(":", 1)[0]
-        stored = list(entries.read())
+        stored = [e for k, e in entries.read() if k == key]
         if any(e.member.article_id == entry.member.article_id for e in stored):
             return []  # the same article again (a re-read): it was compared already
         # Articles more than a story window apart never match, whether or not
@@ -92,7 +93,7 @@ class _IndexBucketsFn(beam.DoFn):
         found = [beam.pvalue.TaggedOutput(EXACT if isinstance(f, Match) else kind, f)
                  for f in bucket_pairs(kind, entry, partners, self.min_estimate, self.min_cosine,
                                        self.same_language_cosine)]
-        entries.add(entry)
+        entries.add((key, entry))
         if not self.bounded:
             arm_earliest(expiry, armed, self._expiry_due(entry.member.order[0]))
         return found
@@ -106,29 +107,46 @@ class _IndexBucketsFn(beam.DoFn):
                armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY)):
         cutoff = fired.micros - self.window
         before = list(entries.read())
-        kept = [e for e in before if e.member.order[0] > cutoff]
+        kept = [(k, e) for k, e in before if e.member.order[0] > cutoff]
         self.expired.inc(len(before) - len(kept))
         armed.clear()
-        entries.clear()
-        for entry in kept:
-            entries.add(entry)
+        if len(kept) < len(before):
+            entries.clear()
+            for pair in kept:
+                entries.add(pair)
         if kept:
-            arm_earliest(expiry, armed, self._expiry_due(min(e.member.order[0] for e in kept)))
+            arm_earliest(expiry, armed, self._expiry_due(min(e.member.order[0] for _, e in kept)))
 
 
 class IndexBuckets(beam.PTransform):
-    """``(bucket key, BucketEntry)`` in, keyed by bucket; out: ``exact`` Matches, and
-    ``near`` and ``vec`` (later, earlier) Member pairs to verify. Keys start with
-    their kind (``exact:``, ``near:``, ``vec:``)."""
+    """``(bucket key, BucketEntry)`` in; out: ``exact`` Matches, and ``near`` and ``vec``
+    (later, earlier) Member pairs to verify. Keys start with their kind (``exact:``,
+    ``near:``, ``vec:``).
+
+    The buckets are keyed by ``shards`` shards of their keys, not one key each:
+    an article joins some 40 buckets, nearly all of them new, and a runner pays
+    for each new key (a state round trip on a portable runner; and the
+    DirectRunner and Prism keep an entry for every key they have seen, so a
+    stream's key space must be bounded for its memory to be). A shard's state,
+    read on every newcomer, stays in the SDK worker's state cache on runners
+    that allow it (Flink, Dataflow).
+    """
 
     def __init__(self, story_window: int, max_partners: int, min_estimate: float,
-                 min_cosine: float, same_language_cosine: Optional[float], bounded: bool):
+                 min_cosine: float, same_language_cosine: Optional[float], bounded: bool,
+                 shards: int = 256):
         super().__init__()
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
+        self.shards = shards
         self.index = _IndexBucketsFn(story_window, max_partners, min_estimate, min_cosine,
                                      same_language_cosine, bounded)
 
     def expand(self, buckets):
-        return buckets | "Index" >> beam.ParDo(self.index).with_outputs(EXACT, NEAR, VECTOR)
+        shards = self.shards
+        return (buckets
+                | "ByShard" >> beam.Map(lambda kv: (zlib.crc32(kv[0].encode()) % shards, kv))
+                | "Index" >> beam.ParDo(self.index).with_outputs(EXACT, NEAR, VECTOR))
 
 
 class _AttachFeaturesFn(beam.DoFn):
