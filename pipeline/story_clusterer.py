@@ -2,15 +2,15 @@
 with keyed state that expires in event time, so it runs on an endless stream.
 
     buckets ─ IndexBuckets ─┬─ exact matches ────────────────────────┐
-      (keyed by shard of    ├─ near pairs ─ VerifyPairs(shingles) ───┼─ AssignStories ─ (id, assignment)
+      (keyed by shard)      ├─ near pairs ─ VerifyPairs(shingles) ───┼─ AssignStories ─ (id, assignment)
                             └─ vector pairs ─ VerifyPairs(vectors) ──┘   (one key)
     articles' members ───────────────────────────────────────────────┘
 
 Each step is a stateful DoFn (``pipeline.stories`` holds the logic):
 
 * ``IndexBuckets`` keeps each bucket's entries (id, time, language, a sketch
-  or a float16 vector) under a shard of the bucket keys and compares a newcomer with the
-  ``max_partners`` entries nearest to it in time.
+  or a float16 vector) under a shard of the bucket keys, and compares a
+  newcomer with the ``max_partners`` entries nearest to it in time.
 * ``VerifyPairs`` joins a pair with each side's features (shingles or
   paragraph vectors), held under the article's id, and scores it; a pair met
   in several buckets is scored once.
