@@ -9,6 +9,14 @@ pool listen on every interface. So newsloom prepares these runs itself:
   the address, so the build vendors the module and changes that one
   ``net.Listen`` line; it is cached under ``~/.cache/newsloom/`` (about 4
   minutes the first time).
+* Prism runs with its dynamic splits turned off (``PRISM_NO_SPLITS``): when
+  it splits a bundle that makes no progress for a moment, it frees the keys
+  of the elements it takes back while the SDK still works on that bundle, so
+  a second bundle of one key runs beside the first and whichever ends last
+  overwrites the other's state (Beam 2.77, ``stageState.splitBundle`` in
+  ``prism/internal/engine/elementmanager.go``). On a stream this lost about
+  one article in a hundred without a trace; the cost is parallelism within a
+  stage, which newsloom's keyed steps do not need.
 * ``LocalWorkerPool`` is the LOOPBACK worker pool (SDK harnesses as threads of
   this process), listening on 127.0.0.1; a pipeline reaches it with
   ``--environment_type=EXTERNAL --environment_config=127.0.0.1:PORT``.
@@ -77,6 +85,7 @@ FLINK_JOB_SERVER_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 </project>
 """
 
+PRISM_NO_SPLITS = "--experiments=prism_disable_sdf_split"
 # How long Beam's client follows a Prism or Flink job (seconds): a stream runs for good.
 JOB_STREAM_DEADLINE = 365 * 24 * 3600
 
@@ -233,7 +242,8 @@ def runner_kind(argv: List[str]) -> Optional[str]:
 @contextmanager
 def local_runner(argv: List[str]) -> Iterator[List[str]]:
     """``argv``, for a Prism or Flink run with its binary or job server and a
-    127.0.0.1 worker pool added unless given; the pool runs until the block ends."""
+    127.0.0.1 worker pool added unless given, and Prism's splits off; the pool
+    runs until the block ends."""
     kind = runner_kind(argv)
     if kind is None:
         yield argv
@@ -241,6 +251,8 @@ def local_runner(argv: List[str]) -> Iterator[List[str]]:
     argv = list(argv)
     if kind == "prism" and flag_value(argv, "--prism_location") is None:
         argv.append(f"--prism_location={prism_binary()}")
+    if kind == "prism" and PRISM_NO_SPLITS not in argv:
+        argv.append(PRISM_NO_SPLITS)
     if flag_value(argv, "--job_server_timeout") is None:
         # Beam's client reads the job's state and messages as gRPC streams with
         # this deadline (300 s by default): a longer job would be torn down.
