@@ -124,13 +124,21 @@ class RowCounter:
         return sum(self.counted.values())
 
 
-def sample_until(total: int, out: Path, report_every: int, samples: list) -> None:
-    """Samples memory every ``report_every`` articles out until ``total`` are out."""
+def sample_until(total: int, out: Path, report_every: int, samples: list,
+                 publisher: threading.Thread, stall_seconds: float = 120) -> int:
+    """Samples memory every ``report_every`` articles out until all ``total`` are
+    accounted for (article or dead-letter rows), or until nothing more comes
+    out for ``stall_seconds`` once publishing has ended; returns how many are."""
     articles, dead_letters = RowCounter(out / "articles"), RowCounter(out / "deadletter")
     started, reported = time.perf_counter(), -report_every
+    accounted, changed = -1, time.perf_counter()
     while True:
         count = articles()
-        done = count + dead_letters() >= total
+        now_accounted = count + dead_letters()
+        if now_accounted != accounted:
+            accounted, changed = now_accounted, time.perf_counter()
+        stalled = not publisher.is_alive() and time.perf_counter() - changed > stall_seconds
+        done = accounted >= total or stalled
         if count >= reported + report_every or done:
             runner = runner_process(b"prism")
             samples.append((count, rss_mib(runner) if runner else 0.0, rss_mib(os.getpid())))
@@ -139,7 +147,7 @@ def sample_until(total: int, out: Path, report_every: int, samples: list) -> Non
                   f"{samples[-1][1]:.0f} MiB, Python worker RSS {samples[-1][2]:.0f} MiB",
                   flush=True)
             if done:
-                return
+                return accounted
         time.sleep(2.0)
 
 
@@ -177,14 +185,18 @@ def main(argv=None) -> None:
                 kwargs={"rate": args.rate, "timestamps": "now", "progress": False}, daemon=True)
             publisher.start()
             try:
-                sample_until(args.articles, out, args.report_every, samples)
+                accounted = sample_until(args.articles, out, args.report_every, samples,
+                                         publisher)
             finally:
                 result.cancel()
             seconds = time.perf_counter() - started
 
     window_full = int(args.rate * args.window_minutes * 60)
     print(f"\n{args.articles} articles at {args.rate:g}/s, story window {args.window_minutes:g} "
-          f"min = {window_full} articles; {seconds:.0f} s on Prism\n")
+          f"min = {window_full} articles; {seconds:.0f} s on Prism; {accounted} accounted "
+          f"for as article or dead-letter rows"
+          + ("" if accounted == args.articles else
+             f": {args.articles - accounted} MISSING") + "\n")
     full = next((s for s in samples if s[0] >= window_full), samples[-1])
     print(f"{'articles out':>12}{'in window':>11}{'Prism RSS MiB':>15}{'vs full':>9}"
           f"{'worker RSS MiB':>16}{'vs full':>9}")
