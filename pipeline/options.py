@@ -125,14 +125,20 @@ def flag_value(argv: List[str], flag: str) -> Optional[str]:
 def normalise_argv(argv: Optional[List[str]]) -> List[str]:
     """``argv`` with newsloom's defaults and spellings applied.
 
-    Adds ``--runner=FnApiRunner`` unless a runner is named, and reads
+    Adds ``--runner=FnApiRunner`` unless a runner is named, reads
     ``--bootstrap_servers`` as newsloom's Kafka brokers rather than as the
-    Kafka Streams runner's option of that name.
+    Kafka Streams runner's option of that name, and adds ``--streaming`` to
+    an endless Kafka read (``--stop=never``). That must be in the options
+    the pipeline starts with: Flink runs a job as a batch when ``streaming``
+    is set only later, and its endless read then writes nothing.
     """
     argv = [a.replace("--bootstrap_servers", "--kafka_bootstrap_servers", 1)
             if a.split("=")[0] == "--bootstrap_servers" else a for a in (argv or [])]
     if flag_value(argv, "--runner") is None:
         argv.append(f"--runner={DEFAULT_RUNNER}")
+    opts = PipelineOptions(argv).view_as(NewsloomOptions)
+    if opts.kafka_bootstrap_servers and opts.stop == "never" and "--streaming" not in argv:
+        argv.append("--streaming")
     return argv
 
 

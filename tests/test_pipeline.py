@@ -7,8 +7,10 @@ import subprocess
 import duckdb
 import pyarrow.dataset as ds
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.graph import run
+from pipeline.options import normalise_argv
 from tests.conftest import ROOT
 
 
@@ -143,6 +145,17 @@ def test_cli_runs_the_seeds_and_prints_the_summary(tmp_path):
     assert summary["run_id"] == "cli-test"
     assert summary["articles_by_lang"] == {"ar": 1, "bn": 2, "en": 1}
     assert (tmp_path / "_runs" / "cli-test.json").exists()
+
+
+def test_an_endless_kafka_read_is_a_streaming_job_from_its_first_options():
+    # Flink reads --streaming when the job starts; set later, an endless read writes nothing.
+    def streaming(argv):
+        return PipelineOptions(normalise_argv(argv)).view_as(StandardOptions).streaming
+
+    kafka = ["--bootstrap-servers=127.0.0.1:9092", "--topic=articles"]
+    assert streaming(kafka + ["--stop=never"])
+    assert not streaming(kafka)
+    assert not streaming(["--input", "seeds"])
 
 
 def test_cli_help_explains_every_option():
