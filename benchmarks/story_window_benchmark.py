@@ -1,9 +1,10 @@
 """Memory of the whole streaming pipeline on a live stream: flat once the story window is full.
 
     python benchmarks/story_window_benchmark.py [--articles 2400] [--rate 2] [--window-minutes 3]
+        [--runner PrismRunner|FlinkRunner]
 
 Starts a local Kafka broker (``connectors.local_kafka``) and newsloom on Prism
-as an endless read (``--stop=never``, ``--embedder none``: the same-language
+or Flink as an endless read (``--stop=never``, ``--embedder none``: the same-language
 duplicate layers), then publishes synthetic articles (3-8 SIB-200 train
 sentences each in one of its languages; 10% exact or edited copies of a
 recent article) at ``--rate`` a second, live: an article's event time is its
@@ -13,26 +14,35 @@ slides several times within the run; what it holds, and so the state, is
 what scales with it.
 
 As articles come out (rows in ``OUT/articles``), it samples the resident
-memory of Prism (which holds the keyed state and timers) and of this process
-(the Python SDK worker: the DoFns and their state cache), and prints each
-beside the number of articles the story window holds, with its ratio to the
+memory of the runner (which holds the keyed state and timers: Prism's
+process, or the Flink job server's JVM with its embedded cluster, where the
+heap in use after a full collection is also read, since a JVM's resident
+memory follows its heap's high-water mark rather than what it holds) and of
+this process (the Python SDK worker: the DoFns and their state cache), and
+prints each beside the number of articles the story window holds, with its ratio to the
 figure when the window first filled. Flat means the ratios stay near 1.00
 while the articles keep coming. The rate must stay below what the pipeline
 sustains (about 3 articles/s on two cores), or a growing backlog is measured.
+It ends when every article is accounted for as an article or dead-letter row,
+or two minutes after publishing if some never come out, and says how many.
 
-Why Prism: the bundle-based DirectRunner keeps an entry for every key it
-has seen and scans them all whenever it looks for timers
+Why not the bundle-based DirectRunner: it keeps an entry for every key it has
+seen and scans them all whenever it looks for timers
 (``_TransformWatermarks.extract_transform_timers``), so a long stream slows
-down quadratically there; and on the Flink job server newsloom runs (2.62) a
-backlog read from Kafka wrote nothing in ten minutes (portable Flink tracks
-a Python splittable DoFn's watermark only from apache/beam#39191 on). Prism
-keeps a small empty entry for each key whose state was cleared, which this
-benchmark shows if it grows.
+down quadratically there. Why live rather than a backlog: on Prism a backlog
+holds every row until the end (the watermark cannot pass what is pending),
+and on the Flink job server newsloom runs (2.62) a backlog read from Kafka
+wrote nothing in ten minutes (portable Flink tracks a Python splittable
+DoFn's watermark only from apache/beam#39191 on). Prism keeps a small empty
+entry for each key whose state was cleared, which its figures show if they
+grow; Flink frees a cleared key.
 """
 
 import argparse
 import json
 import os
+import re
+import subprocess
 import random
 import sys
 import tempfile
@@ -86,25 +96,45 @@ def rss_mib(pid: int) -> float:
 
 
 def descendants(pid: int):
-    try:
-        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-                    for c in (task / "children").read_text().split()]
-    except FileNotFoundError:  # a thread or process that just ended
-        return
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread that just ended
+            continue
     for child in children:
         yield child
         yield from descendants(child)
 
 
+# What names the runner's own process on its command line.
+RUNNER_PROCESS = {"PrismRunner": b"prism", "FlinkRunner": b"flink-job-server"}
+
+
 def runner_process(name: bytes) -> int | None:
-    """The runner's own process (Prism's binary), among this process's descendants."""
+    """The runner's own process among this process's descendants: the largest
+    whose command line holds ``name`` (Flink's JVM, not the script that starts it)."""
+    found = []
     for pid in descendants(os.getpid()):
         try:
             if name in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
+                found.append((rss_mib(pid), pid))
         except FileNotFoundError:
             continue
-    return None
+    return max(found)[1] if found else None
+
+
+def jvm_live_heap_mib(pid: int) -> float:
+    """The heap a JVM holds after a full collection (``jcmd``), in MiB; 0 if unreadable."""
+    try:
+        subprocess.run(["jcmd", str(pid), "GC.run"], capture_output=True, timeout=60, check=True)
+        info = subprocess.run(["jcmd", str(pid), "GC.heap_info"], capture_output=True,
+                              text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0.0
+    # G1 reports one "garbage-first heap" line, the serial collector a line a generation.
+    return sum(int(k) for k in re.findall(r"(?:heap|generation)\s+total \d+K, used (\d+)K",
+                                          info)) / 1024
 
 
 class RowCounter:
@@ -125,7 +155,8 @@ class RowCounter:
 
 
 def sample_until(total: int, out: Path, report_every: int, samples: list,
-                 publisher: threading.Thread, stall_seconds: float = 120) -> int:
+                 publisher: threading.Thread, runner_name: str,
+                 stall_seconds: float = 120) -> int:
     """Samples memory every ``report_every`` articles out until all ``total`` are
     accounted for (article or dead-letter rows), or until nothing more comes
     out for ``stall_seconds`` once publishing has ended; returns how many are."""
@@ -140,12 +171,14 @@ def sample_until(total: int, out: Path, report_every: int, samples: list,
         stalled = not publisher.is_alive() and time.perf_counter() - changed > stall_seconds
         done = accounted >= total or stalled
         if count >= reported + report_every or done:
-            runner = runner_process(b"prism")
-            samples.append((count, rss_mib(runner) if runner else 0.0, rss_mib(os.getpid())))
+            runner = runner_process(RUNNER_PROCESS[runner_name])
+            heap = jvm_live_heap_mib(runner) if runner and runner_name == "FlinkRunner" else 0.0
+            samples.append((count, rss_mib(runner) if runner else 0.0, heap,
+                            rss_mib(os.getpid())))
             reported = count
-            print(f"  {count} articles out, {time.perf_counter() - started:.0f} s: Prism RSS "
-                  f"{samples[-1][1]:.0f} MiB, Python worker RSS {samples[-1][2]:.0f} MiB",
-                  flush=True)
+            print(f"  {count} articles out, {time.perf_counter() - started:.0f} s: runner RSS "
+                  f"{samples[-1][1]:.0f} MiB" + (f" (live heap {heap:.0f} MiB)" if heap else "")
+                  + f", Python worker RSS {samples[-1][3]:.0f} MiB", flush=True)
             if done:
                 return accounted
         time.sleep(2.0)
@@ -159,6 +192,7 @@ def main(argv=None) -> None:
     parser.add_argument("--report-every", type=int, default=200,
                         help="sample memory each time this many more articles are out")
     parser.add_argument("--sib200", type=Path, default=DEFAULT_SIB200)
+    parser.add_argument("--runner", choices=sorted(RUNNER_PROCESS), default="PrismRunner")
     args = parser.parse_args(argv)
 
     samples = []
@@ -170,7 +204,7 @@ def main(argv=None) -> None:
         broker.create_topic(TOPIC, partitions=3)
         out = Path(tmp) / "out"
         run_argv = normalise_argv([
-            "--runner=PrismRunner", f"--output={out}", "--embedder=none",
+            f"--runner={args.runner}", f"--output={out}", "--embedder=none",
             f"--bootstrap-servers={broker.bootstrap_servers}", f"--topic={TOPIC}",
             "--start=earliest", "--stop=never",
             f"--story_window_hours={args.window_minutes / 60}", "--window_seconds=10"])
@@ -186,24 +220,25 @@ def main(argv=None) -> None:
             publisher.start()
             try:
                 accounted = sample_until(args.articles, out, args.report_every, samples,
-                                         publisher)
+                                         publisher, args.runner)
             finally:
                 result.cancel()
             seconds = time.perf_counter() - started
 
     window_full = int(args.rate * args.window_minutes * 60)
     print(f"\n{args.articles} articles at {args.rate:g}/s, story window {args.window_minutes:g} "
-          f"min = {window_full} articles; {seconds:.0f} s on Prism; {accounted} accounted "
+          f"min = {window_full} articles; {seconds:.0f} s on {args.runner}; {accounted} accounted "
           f"for as article or dead-letter rows"
           + ("" if accounted == args.articles else
              f": {args.articles - accounted} MISSING") + "\n")
     full = next((s for s in samples if s[0] >= window_full), samples[-1])
-    print(f"{'articles out':>12}{'in window':>11}{'Prism RSS MiB':>15}{'vs full':>9}"
-          f"{'worker RSS MiB':>16}{'vs full':>9}")
-    for count, runner, worker in samples:
-        print(f"{count:>12}{min(count, window_full):>11}{runner:>15.0f}{runner / full[1]:>9.2f}"
-              f"{worker:>16.0f}{worker / full[2]:>9.2f}")
-
+    columns = [("runner RSS MiB", 1)] + ([("live heap MiB", 2)] if full[2] else []) + [
+        ("worker RSS MiB", 3)]
+    print(f"{'articles out':>12}{'in window':>11}"
+          + "".join(f"{name:>16}{'vs full':>9}" for name, _ in columns))
+    for sample in samples:
+        print(f"{sample[0]:>12}{min(sample[0], window_full):>11}"
+              + "".join(f"{sample[i]:>16.0f}{sample[i] / full[i]:>9.2f}" for _, i in columns))
 
 if __name__ == "__main__":
     main()
