@@ -31,11 +31,9 @@ seen and scans them all whenever it looks for timers
 (``_TransformWatermarks.extract_transform_timers``), so a long stream slows
 down quadratically there. Why live rather than a backlog: on Prism a backlog
 holds every row until the end (the watermark cannot pass what is pending),
-and on the Flink job server newsloom runs (2.62) a backlog read from Kafka
-wrote nothing in ten minutes (portable Flink tracks a Python splittable
-DoFn's watermark only from apache/beam#39191 on). Prism keeps a small empty
-entry for each key whose state was cleared, which its figures show if they
-grow; Flink frees a cleared key.
+and a live stream is what production memory looks like. Prism keeps a small
+empty entry for each key whose state was cleared, which its figures show if
+they grow; Flink frees a cleared key.
 """
 
 import argparse
