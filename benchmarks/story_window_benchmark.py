@@ -39,9 +39,9 @@ they grow; Flink frees a cleared key.
 import argparse
 import json
 import os
+import random
 import re
 import subprocess
-import random
 import sys
 import tempfile
 import threading

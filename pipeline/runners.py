@@ -249,10 +249,11 @@ def local_runner(argv: List[str]) -> Iterator[List[str]]:
         yield argv
         return
     argv = list(argv)
-    if kind == "prism" and flag_value(argv, "--prism_location") is None:
-        argv.append(f"--prism_location={prism_binary()}")
-    if kind == "prism" and PRISM_NO_SPLITS not in argv:
-        argv.append(PRISM_NO_SPLITS)
+    if kind == "prism":
+        if flag_value(argv, "--prism_location") is None:
+            argv.append(f"--prism_location={prism_binary()}")
+        if PRISM_NO_SPLITS not in argv:
+            argv.append(PRISM_NO_SPLITS)
     if flag_value(argv, "--job_server_timeout") is None:
         # Beam's client reads the job's state and messages as gRPC streams with
         # this deadline (300 s by default): a longer job would be torn down.
