@@ -80,7 +80,7 @@ class KafkaSpec:
 
     @property
     def unbounded(self) -> bool:
-        return self.stop == "never"
+        return is_endless(self.stop)
 
     @property
     def commit_on_finalize(self) -> bool:
@@ -112,6 +112,11 @@ def parse_start_time(start: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1000)
+
+
+def is_endless(stop: str) -> bool:
+    """Whether ``--stop`` asks for a read that never ends (a stream)."""
+    return stop == "never"
 
 
 def parse_stop(stop: str) -> Tuple[str, float]:

@@ -100,15 +100,17 @@ class Plan:
 
 def build(p: beam.Pipeline, options: PipelineOptions,
           source: Optional[beam.PTransform] = None) -> Plan:
-    """Adds newsloom's steps to ``p``. A stream (``--streaming``, or Kafka with
-    ``--stop=never``) writes windowed files and keeps its state in event time."""
+    """Adds newsloom's steps to ``p``. A stream (``--streaming``, which an endless
+    Kafka read needs) writes windowed files and keeps its state in event time."""
     opts = options.view_as(NewsloomOptions)
     started_at = datetime.now(timezone.utc)
     run_id = opts.run_id or new_run_id(started_at)
     kafka = kafka_spec(opts) if opts.kafka_bootstrap_servers and source is None else None
     standard = options.view_as(StandardOptions)
-    if kafka and kafka.unbounded:
-        standard.streaming = True  # an endless read needs a streaming runner
+    if kafka and kafka.unbounded and not standard.streaming:
+        raise ValueError("an endless Kafka read (--stop=never) is a stream: make the options with "
+                         "--streaming (normalise_argv adds it); Flink runs a job as a batch when "
+                         "streaming is set later")
     story_window = opts.story_window_hours * 3600
     windows = EventWindows.of(opts.window_seconds, opts.allowed_lateness_hours * 3600) \
         if standard.streaming else None

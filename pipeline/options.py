@@ -12,6 +12,7 @@ from typing import List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from connectors.kafka_source import is_endless
 from pipeline.topics import DEFAULT_TAXONOMY
 
 # Beam's DirectRunner first tries to download the Prism runner from the internet
@@ -137,7 +138,7 @@ def normalise_argv(argv: Optional[List[str]]) -> List[str]:
     if flag_value(argv, "--runner") is None:
         argv.append(f"--runner={DEFAULT_RUNNER}")
     opts = PipelineOptions(argv).view_as(NewsloomOptions)
-    if opts.kafka_bootstrap_servers and opts.stop == "never" and "--streaming" not in argv:
+    if opts.kafka_bootstrap_servers and is_endless(opts.stop) and "--streaming" not in argv:
         argv.append("--streaming")
     return argv
 

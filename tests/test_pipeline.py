@@ -6,10 +6,11 @@ import subprocess
 
 import duckdb
 import pyarrow.dataset as ds
+import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline.graph import run
+from pipeline.graph import build, run
 from pipeline.options import normalise_argv
 from tests.conftest import ROOT
 
@@ -156,6 +157,13 @@ def test_an_endless_kafka_read_is_a_streaming_job_from_its_first_options():
     assert streaming(kafka + ["--stop=never"])
     assert not streaming(kafka)
     assert not streaming(["--input", "seeds"])
+
+
+def test_building_an_endless_read_without_streaming_is_refused(tmp_path):
+    options = PipelineOptions(["--kafka_bootstrap_servers=127.0.0.1:9092", "--topic=articles",
+                               "--start=earliest", "--stop=never", f"--output={tmp_path}"])
+    with pytest.raises(ValueError, match="--streaming"):
+        build(beam.Pipeline(options=options), options)
 
 
 def test_cli_help_explains_every_option():
