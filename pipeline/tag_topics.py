@@ -38,7 +38,7 @@ def fitted_tagger(taxonomy_spec: str, embedder: Embedder, centring: LanguageCent
         return np.vstack([article_vector(lead) for lead in leads])
 
     examples, labels = taxonomy.training_set()
-    return TopicTagger(taxonomy, example_vectors(examples, embedder.name, embed_centred, cache_dir),
+    return TopicTagger(taxonomy, example_vectors(examples, centring.rule, embed_centred, cache_dir),
                        labels, min_score, max_topics)
 
 

@@ -171,17 +171,18 @@ def parse_taxonomy(data, default_name: str = "taxonomy", where: str = "taxonomy"
                     max_topics)
 
 
-def example_vectors(examples: Sequence[Example], embedder_name: str,
+def example_vectors(examples: Sequence[Example], made_by: str,
                     embed_centred: Callable[[List[str], List[Optional[str]]], np.ndarray],
                     cache_dir: Path = CACHE_DIR, shipped_dir: Path = SHIPPED_VECTORS) -> np.ndarray:
     """Centred vectors of ``examples``: shipped (``build_topic_vectors``) or cached ones
     when they exist, else ``embed_centred(texts, langs)``, then cached.
 
-    The file name is a hash of the embedder's name and every text with its
-    language, so an edited taxonomy or another model never reads stale vectors.
+    The file name is a hash of ``made_by`` (what the vectors depend on besides
+    the texts: ``LanguageCentring.rule``) and every text with its language, so
+    an edited taxonomy, another model or another centring never reads stale vectors.
     """
     key = hashlib.sha256(json.dumps(
-        [embedder_name, [[e.text, e.lang] for e in examples]]).encode()).hexdigest()[:32]
+        [made_by, [[e.text, e.lang] for e in examples]]).encode()).hexdigest()[:32]
     for folder in (shipped_dir, cache_dir):
         if (folder / f"{key}.npy").exists():
             return np.load(folder / f"{key}.npy").astype(np.float32)
