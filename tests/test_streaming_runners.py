@@ -10,9 +10,11 @@ import json
 import re
 import time
 from collections import Counter
+from datetime import datetime, timezone
 
 import apache_beam as beam
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -31,24 +33,39 @@ pytestmark = pytest.mark.slow
 
 LANGUAGES = ["eng_Latn", "ben_Beng", "arb_Arab", "hin_Deva", "zho_Hans", "rus_Cyrl",
              "spa_Latn", "swh_Latn", "fra_Latn", "deu_Latn"]
-WINDOW_SECONDS = 5
+# Longer than an article takes through the pipeline, so that a sink writing rows
+# as they come would write before their window ends (the paced tail below).
+WINDOW_SECONDS = 15
+PACED = 8  # articles sent one a second once the burst is written
 
 
-def synthetic_articles(sib200, count):
-    """Short articles of three consecutive SIB-200 dev sentences, in ten languages."""
+def synthetic_articles(sib200, numbers, prefix="syn"):
+    """Short articles of three consecutive SIB-200 dev sentences, in ten languages
+    (article ``n`` in language ``n % 10``)."""
     articles = []
-    for n in range(count):
+    for n in numbers:
         folder = LANGUAGES[n % len(LANGUAGES)]
         sentences = [text for _, _, text in read_labelled(sib200 / folder, "dev")]
         start = (n // len(LANGUAGES)) * 3 % (len(sentences) - 3)
-        articles.append({"id": f"syn-{n:03d}", "body": "\n".join(sentences[start:start + 3])})
+        articles.append({"id": f"{prefix}-{n:03d}", "body": "\n".join(sentences[start:start + 3])})
     return articles
+
+
+def write_feed(folder, articles):
+    folder.mkdir()
+    (folder / "articles.jsonl").write_text("\n".join(
+        json.dumps(a, ensure_ascii=False) for a in articles) + "\n", encoding="utf-8")
 
 
 def dataset_rows(path):
     if not path.exists():
         return []
     return ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def window_of(parquet_file):
+    """The window start a stream's file is named with: ``20250801T120000Z``."""
+    return re.search(r"-w(\d{8}T\d{6}Z)-", parquet_file.name).group(1)
 
 
 def listening_on_every_interface():
@@ -79,13 +96,13 @@ def test_a_runner_streams_kafka_into_windowed_parquet_while_running_then_cancels
         runner, kafka_broker, sib200, tmp_path):
     topic = f"stream-{runner}"
     kafka_broker.create_topic(topic, partitions=3)
-    feed = tmp_path / "feed"
-    feed.mkdir()
+    feed, tail = tmp_path / "feed", tmp_path / "tail"
+    write_feed(feed, synthetic_articles(sib200, range(300)))
     for seed in SEEDS.glob("*.txt"):
         (feed / seed.name).write_bytes(seed.read_bytes())
-    (feed / "synthetic.jsonl").write_text("\n".join(
-        json.dumps(a, ensure_ascii=False) for a in synthetic_articles(sib200, 300)) + "\n",
-        encoding="utf-8")
+    # All English, so that a window of the paced articles holds several rows of one partition.
+    paced_numbers = range(300, 300 + 10 * PACED, 10)
+    write_feed(tail, synthetic_articles(sib200, paced_numbers, prefix="paced"))
     out = tmp_path / "out"
     argv = normalise_argv([
         f"--runner={runner}", "--streaming", f"--output={out}",
@@ -116,6 +133,9 @@ def test_a_runner_streams_kafka_into_windowed_parquet_while_running_then_cancels
             assert wait_for(all_written, timeout=240), (
                 f"{len(dataset_rows(out / 'articles'))} articles and "
                 f"{len(dataset_rows(out / 'deadletter'))} dead letters of {expected} records")
+            expected += replay(str(tail), kafka_broker.bootstrap_servers, topic, partitions=3,
+                               rate=1.0, timestamps="now", progress=False).sent
+            assert wait_for(all_written, timeout=120), "the paced tail was not written"
             # Written while the job still runs: the windows were finalised live.
             assert result.state == PipelineState.RUNNING
             # The runner, its job server and the SDK workers listen on 127.0.0.1 only.
@@ -130,12 +150,23 @@ def test_a_runner_streams_kafka_into_windowed_parquet_while_running_then_cancels
     dead_letters = dataset_rows(out / "deadletter")
     ids = Counter(a["article_id"] for a in articles)
     assert sent == 304
-    assert set(ids) == {p.stem for p in SEEDS.glob("*.txt")} | {f"syn-{n:03d}" for n in range(300)}
+    assert set(ids) == ({p.stem for p in SEEDS.glob("*.txt")} | {f"syn-{n:03d}" for n in range(300)}
+                        | {f"paced-{n:03d}" for n in paced_numbers})
     assert max(ids.values()) == 1
     assert [(d["reason"], d["article_id"]) for d in dead_letters] == [("malformed_json", "broken")]
-    windows = {re.search(r"-w(\d{8}T\d{6}Z)-", p.name).group(1)
-               for p in (out / "articles").rglob("*.parquet")}
+    windows = {window_of(p) for p in (out / "articles").rglob("*.parquet")}
     assert windows and all(int(w[13:15]) % WINDOW_SECONDS == 0 for w in windows)
+    # The paced articles' windows: each written once, in one file per partition,
+    # after the window ended (the event time is the send time, on this clock).
+    paced_files = [path for path in (out / "articles").rglob("*.parquet")
+                   if any(i.startswith("paced-") for i in
+                          pq.read_table(path, columns=["article_id"])["article_id"].to_pylist())]
+    window_starts = {path: datetime.strptime(window_of(path), "%Y%m%dT%H%M%SZ")
+                     .replace(tzinfo=timezone.utc).timestamp() for path in paced_files}
+    assert max(Counter((path.parent, window_of(path)) for path in paced_files).values()) == 1
+    assert all(path.stat().st_mtime >= start + WINDOW_SECONDS
+               for path, start in window_starts.items()), {
+        path.name: round(path.stat().st_mtime - start, 1) for path, start in window_starts.items()}
     seeds = {a["article_id"][:3]: a for a in articles if a["article_id"][:3].isdigit()}
     assert seeds["002"]["story_id"] == seeds["000"]["story_id"]
     assert len({seeds[s]["story_id"] for s in ("000", "001", "003")}) == 3
