@@ -1,10 +1,14 @@
 """Cross-language building blocks without Beam: lead paragraphs, coverage, candidates,
 vector LSH and name evidence."""
 
+import pickle
+
 import numpy as np
 
 from pipeline.crosslingual import lead_paragraphs, paragraph_coverage
+from pipeline.embed_articles import ArticleVectors
 from pipeline.evidence import evidence_keys, skeleton, specific_evidence
+from pipeline.stories import Member
 from pipeline.vector_lsh import HyperplaneLSH
 
 
@@ -51,3 +55,17 @@ def test_specific_evidence_keeps_long_names_and_numbers_of_several_digits():
     # Putin's skeleton (btn) and the single digit are too common to tie two reports.
     assert {"@btn", "#2"} <= keys
     assert specific_evidence(keys) == ["#15", "@trmb"]
+
+
+def test_article_vectors_travel_as_their_fields_only():
+    # A pair carries its earlier article's vectors through two shuffles: the rows
+    # decoded for scoring stay behind, and are decoded again where needed.
+    rows = np.random.default_rng(3).standard_normal((4, 16)).astype(np.float16)
+    vectors = ArticleVectors(Member("a1", (1, 1, "a1")), "bn", rows.tobytes(), 16,
+                             frozenset({"@tramp", "#5"}))
+    before = pickle.dumps(vectors)
+    article = vectors.article_vector  # decodes and caches the rows
+    assert pickle.dumps(vectors) == before
+    arrived = pickle.loads(before)
+    assert arrived == vectors
+    np.testing.assert_array_equal(arrived.article_vector, article)
