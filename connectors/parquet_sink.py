@@ -23,13 +23,12 @@ from urllib.parse import quote
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.coders import PickleCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
-                                              TimerSpec, on_timer)
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.earliest_timer import arm_earliest
 from schemas.record import RecordSchema
 
 Row = Dict[str, Any]
@@ -142,7 +141,6 @@ class _WriteWindowsFn(beam.DoFn):
     (plus ``flush_delay``), then writes each window's rows to files of their own."""
 
     PENDING = BagStateSpec("pending", PickleCoder())  # (window start, row)
-    ARMED = ReadModifyWriteStateSpec("armed", VarIntCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, writer: PartitionFileWriter, window_of: WindowOf, flush_delay: int):
@@ -154,18 +152,21 @@ class _WriteWindowsFn(beam.DoFn):
         return window[1] + self.flush_delay
 
     def process(self, element, pending=beam.DoFn.StateParam(PENDING),
-                armed=beam.DoFn.StateParam(ARMED), flush=beam.DoFn.TimerParam(FLUSH)):
+                flush=beam.DoFn.TimerParam(FLUSH)):
         _, row = element
         window = self.window_of(row)
         pending.add((window, row))
-        # A window whose time has passed is due at once: the timer fires as soon as
-        # the runner sees it is behind the watermark (a late pane of that window).
-        arm_earliest(flush, armed, self._due(window))
+        # One timer per window, tagged with its due time, set when its rows come
+        # (not one timer re-armed from its callback: the runner would see each
+        # only after a bundle, a round trip per window on a backlog). A window
+        # whose time has passed is due at once: the timer fires as soon as the
+        # runner sees it is behind the watermark (a late pane of that window).
+        due = self._due(window)
+        flush.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
 
     @on_timer(FLUSH)
     def write_due_windows(self, partition=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
-                          pending=beam.DoFn.StateParam(PENDING),
-                          armed=beam.DoFn.StateParam(ARMED), flush=beam.DoFn.TimerParam(FLUSH)):
+                          pending=beam.DoFn.StateParam(PENDING)):
         due: Dict[Tuple[int, int], List[Row]] = {}
         waiting = []
         for window, row in pending.read():
@@ -173,12 +174,11 @@ class _WriteWindowsFn(beam.DoFn):
                 due.setdefault(window, []).append(row)
             else:
                 waiting.append((window, row))
+        if not due:
+            return  # a later window's timer fired first and wrote this one's rows
         pending.clear()
-        armed.clear()
         for window, row in waiting:
             pending.add((window, row))
-        if waiting:
-            arm_earliest(flush, armed, min(self._due(window) for window, _ in waiting))
         for (start, _), rows in sorted(due.items(), key=lambda item: item[0]):
             yield from self.writer.write(partition, rows, window_label(start))
 

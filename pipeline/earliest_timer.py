@@ -2,7 +2,10 @@
 
 Beam cannot read back when a timer is set, so a DoFn that wants its timer at
 the earliest of many due times remembers that time in a state cell beside it
-(``armed``). The windowed sink, the story rows and the bucket index use this.
+(``armed``). The story rows and the bucket index use this, where each key's
+timer fires once per story window step. Steps that must follow the watermark
+closely on a backlog (the windowed sink, story assignment) set one tagged timer
+per due time instead.
 """
 
 from apache_beam.utils.timestamp import Timestamp
