@@ -1,6 +1,7 @@
 """The Kafka source, offsets and replay against a real broker (no mocks)."""
 
 import json
+from datetime import datetime, timedelta, timezone
 import threading
 import time
 import uuid
@@ -10,7 +11,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from connectors.kafka_source import NO_END, KafkaSpec, parse_start_time, parse_stop
-from connectors.replay import replay
+from connectors.replay import event_times_ms, replay
 from pipeline.graph import run
 from tests.conftest import SEEDS
 
@@ -173,6 +174,15 @@ def test_start_and_stop_settings_are_checked():
         KafkaSpec("127.0.0.1:1", "t", start="committed")  # committed needs a group
     with pytest.raises(ValueError):
         KafkaSpec("127.0.0.1:1", "t", group_id="g", start="whenever")
+
+
+def test_replay_timestamps_are_spread_over_the_past_or_the_send_time():
+    articles = [{"published_at": None}] * 3
+    now = 1_800_000_000_000
+    assert event_times_ms(articles, "spread:60", now) == [now - 60_000, now - 30_000, now]
+    assert event_times_ms(articles, "now", now) == [None, None, None]
+    with pytest.raises(ValueError, match="spread:SECONDS"):
+        event_times_ms(articles, "hourly", now)
 
 
 def test_replay_command_publishes_the_seeds_with_spread_timestamps(kafka_broker):
@@ -380,3 +390,13 @@ def test_an_unbounded_read_with_a_group_commits_what_each_finalized_bundle_claim
         assert committed(kafka_broker, topic, "finalized") == {0: 3, 1: 2}
     finally:
         reader.teardown()
+
+
+def test_replay_fails_loudly_when_the_broker_refuses_messages(kafka_broker, tmp_path):
+    # Kafka 4 refuses a timestamp more than an hour ahead of its clock by default.
+    ahead = datetime.now(timezone.utc) + timedelta(days=2)
+    feed = tmp_path / "ahead.jsonl"
+    feed.write_text(json.dumps({"id": "ahead", "body": "From the future.",
+                                "published_at": ahead.isoformat()}) + "\n")
+    with pytest.raises(RuntimeError, match="refused 1 of 1 messages"):
+        replay(str(feed), kafka_broker.bootstrap_servers, fresh_topic(), progress=False)
