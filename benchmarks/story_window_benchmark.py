@@ -1,7 +1,7 @@
 """Memory of the whole streaming pipeline on a live stream: flat once the story window is full.
 
     python benchmarks/story_window_benchmark.py [--articles 2400] [--rate 2] [--window-minutes 3]
-        [--runner PrismRunner|FlinkRunner]
+        [--runner PrismRunner|FlinkRunner] [--lapse SECONDS --window-seconds 3600]
 
 Starts a local Kafka broker (``connectors.local_kafka``) and newsloom on Prism
 or Flink as an endless read (``--stop=never``, ``--embedder none``: the same-language
@@ -12,6 +12,14 @@ arrival, so the watermark moves with the clock as it would in production.
 The story window is minutes rather than 72 hours so that it fills and then
 slides several times within the run; what it holds, and so the state, is
 what scales with it.
+
+With ``--lapse SECONDS`` it is a backlog instead, as after an outage: all the
+articles are published first, SECONDS of event time apart and ending now
+(``newsloom replay --timestamps spread:...``; not ahead of now, which Kafka 4
+refuses by default beyond an hour), so a 72-hour story window
+(``--window-minutes 4320``) fills and slides within the run as it would over
+days: ``--articles 50000 --lapse 26`` is 15 days of news. Give the output
+windows (``--window-seconds``) hours then, or each window is a file per language.
 
 As articles come out (rows in ``OUT/articles``), it samples the resident
 memory of the runner (which holds the keyed state and timers: Prism's
@@ -191,6 +199,11 @@ def main(argv=None) -> None:
                         help="sample memory each time this many more articles are out")
     parser.add_argument("--sib200", type=Path, default=DEFAULT_SIB200)
     parser.add_argument("--runner", choices=sorted(RUNNER_PROCESS), default="PrismRunner")
+    parser.add_argument("--lapse", type=float, default=None,
+                        help="publish a backlog first, articles this many event seconds "
+                             "apart (default: publish live at --rate)")
+    parser.add_argument("--window-seconds", type=float, default=10,
+                        help="the output windows (--window_seconds)")
     args = parser.parse_args(argv)
 
     samples = []
@@ -200,12 +213,16 @@ def main(argv=None) -> None:
             for record in synthetic_articles(args.sib200, args.articles):
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         broker.create_topic(TOPIC, partitions=3)
+        if args.lapse:
+            replay(str(feed), broker.bootstrap_servers, TOPIC, progress=False,
+                   timestamps=f"spread:{(args.articles - 1) * args.lapse:g}")
         out = Path(tmp) / "out"
         run_argv = normalise_argv([
             f"--runner={args.runner}", f"--output={out}", "--embedder=none",
             f"--bootstrap-servers={broker.bootstrap_servers}", f"--topic={TOPIC}",
             "--start=earliest", "--stop=never",
-            f"--story_window_hours={args.window_minutes / 60}", "--window_seconds=10"])
+            f"--story_window_hours={args.window_minutes / 60}",
+            f"--window_seconds={args.window_seconds:g}"])
         with local_runner(run_argv) as runner_argv:
             options = PipelineOptions(runner_argv)
             pipeline = beam.Pipeline(options=options)
@@ -215,7 +232,8 @@ def main(argv=None) -> None:
             publisher = threading.Thread(target=replay, args=(
                 str(feed), broker.bootstrap_servers, TOPIC),
                 kwargs={"rate": args.rate, "timestamps": "now", "progress": False}, daemon=True)
-            publisher.start()
+            if not args.lapse:
+                publisher.start()
             try:
                 accounted = sample_until(args.articles, out, args.report_every, samples,
                                          publisher, args.runner)
@@ -223,8 +241,12 @@ def main(argv=None) -> None:
                 result.cancel()
             seconds = time.perf_counter() - started
 
-    window_full = int(args.rate * args.window_minutes * 60)
-    print(f"\n{args.articles} articles at {args.rate:g}/s, story window {args.window_minutes:g} "
+    event_seconds_per_article = args.lapse or 1 / args.rate
+    window_full = int(args.window_minutes * 60 / event_seconds_per_article)
+    print(f"\n{args.articles} articles "
+          + (f"in a backlog, {args.lapse:g} s of event time apart" if args.lapse
+             else f"at {args.rate:g}/s")
+          + f", story window {args.window_minutes:g} "
           f"min = {window_full} articles; {seconds:.0f} s on {args.runner}; {accounted} accounted "
           f"for as article or dead-letter rows"
           + ("" if accounted == args.articles else
