@@ -104,15 +104,16 @@ def replay(input_path: str, bootstrap_servers: str, topic: str, *, partitions: i
                              max_request_size=max(max_article_bytes * 2, 1 << 20),
                              **client_config)
     started = last_print = time.monotonic()
-    sends = []
+    refused = []  # the broker's errors, kept by callback: --loop sends without end
     try:
         for index, article in _paced(articles, loop):
             if max_messages is not None and report.sent >= max_messages:
                 break
             if rate:
                 time.sleep(max(0.0, started + report.sent / rate - time.monotonic()))
-            sends.append(producer.send(topic, key=article["article_id"].encode("utf-8"),
-                                       value=message_value(article), timestamp_ms=times[index]))
+            producer.send(topic, key=article["article_id"].encode("utf-8"),
+                          value=message_value(article),
+                          timestamp_ms=times[index]).add_errback(refused.append)
             report.sent += 1
             if progress and time.monotonic() - last_print >= 0.5:
                 _progress(report, started)
@@ -123,9 +124,8 @@ def replay(input_path: str, bootstrap_servers: str, topic: str, *, partitions: i
     # A message the broker refused (too large, or a timestamp too far ahead:
     # Kafka 4 refuses those more than an hour ahead by default) must not pass
     # for sent.
-    refused = [future.exception for future in sends if future.failed()]
     if refused:
-        raise RuntimeError(f"the broker refused {len(refused)} of {len(sends)} messages, "
+        raise RuntimeError(f"the broker refused {len(refused)} of {report.sent} messages, "
                            f"the first with: {refused[0]!r}")
     if progress:
         _progress(report, started, final=True)
