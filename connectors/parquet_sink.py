@@ -27,8 +27,8 @@ from apache_beam.coders import PickleCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
-from apache_beam.utils.timestamp import Timestamp
 
+from pipeline.earliest_timer import arm_at
 from schemas.record import RecordSchema
 
 Row = Dict[str, Any]
@@ -156,13 +156,10 @@ class _WriteWindowsFn(beam.DoFn):
         _, row = element
         window = self.window_of(row)
         pending.add((window, row))
-        # One timer per window, tagged with its due time, set when its rows come
-        # (not one timer re-armed from its callback: the runner would see each
-        # only after a bundle, a round trip per window on a backlog). A window
-        # whose time has passed is due at once: the timer fires as soon as the
-        # runner sees it is behind the watermark (a late pane of that window).
-        due = self._due(window)
-        flush.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
+        # A timer per window (``arm_at``). A window whose time has passed is due
+        # at once: the timer fires as soon as the runner sees it is behind the
+        # watermark (a late pane of that window).
+        arm_at(flush, self._due(window))
 
     @on_timer(FLUSH)
     def write_due_windows(self, partition=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,

@@ -25,6 +25,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
+from pipeline.earliest_timer import arm_at
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, rejected_article
 
 SECOND = 1_000_000  # microseconds, Beam's timestamp unit
@@ -71,13 +72,9 @@ class EventWindows:
 
 class _AdmitOnTimeFn(beam.DoFn):
     # A Python DoFn cannot read the watermark, but an event-time timer that fires
-    # at T proves the watermark has reached T. Each admitted article sets two,
-    # tagged with their times so that one window's articles share them: at its
-    # window's end and at its window's close (end plus lateness). Why not one
-    # timer stepping a window at a time from its own callback: a runner sees
-    # such a timer only once the bundle is done, so each step cost a round
-    # trip (1-2 s on Flink) and a backlog of event time was learnt no faster
-    # than the clock; timers set ahead all fire as soon as the watermark passes.
+    # at T proves the watermark has reached T. Each admitted article arms two
+    # (``arm_at``: one window's articles share them): at its window's end and
+    # at its window's close (end plus lateness).
     WATERMARK = ReadModifyWriteStateSpec("watermark_at_least", VarIntCoder())
     TICK = TimerSpec("tick", TimeDomain.WATERMARK)
 
@@ -100,7 +97,7 @@ class _AdmitOnTimeFn(beam.DoFn):
             return
         for due in {self.windows.end(timestamp.micros), self.windows.closes(timestamp.micros)}:
             if watermark is None or due > watermark:
-                tick.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
+                arm_at(tick, due)
         yield article
 
     @on_timer(TICK)

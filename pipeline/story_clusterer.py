@@ -42,7 +42,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.earliest_timer import arm_earliest
+from pipeline.earliest_timer import arm_at, arm_earliest
 from pipeline.stories import Match, Member, assign_in_order, bucket_pairs, nearest_in_time
 
 EXACT, NEAR, VECTOR = "exact", "near", "vec"
@@ -281,12 +281,7 @@ class _AssignStoriesFn(beam.DoFn):
                 armed.write(slot)
             return
         # A stream is assigned slot by slot as the watermark passes each, with a
-        # timer of its own per slot (tagged with it). Why not one timer re-armed
-        # at the next slot from its callback: a runner sees such a timer only
-        # once the bundle is done, so each slot cost a round trip (1-2 s on
-        # Flink), and a backlog of event time was assigned no faster than the
-        # clock: 600 articles spread over 5 minutes came out after 5 minutes.
-        # Timers set ahead all fire as soon as the watermark passes them.
+        # timer of its own per slot (``arm_at``).
         latest, through = armed.read(), assigned.read()
         if through is not None and slot <= through:
             # A late article (its slot already assigned). Its matches come after
@@ -297,7 +292,7 @@ class _AssignStoriesFn(beam.DoFn):
             if latest is not None and latest > through:
                 return
             slot = through + self.every
-        flush.set(Timestamp(micros=slot), dynamic_timer_tag=str(slot))
+        arm_at(flush, slot)
         if latest is None or slot > latest:
             armed.write(slot)  # on a stream: the latest slot with a timer
 
