@@ -12,7 +12,7 @@ from pipeline.language import LanguageDetector, spans_as_rows
 from pipeline.tag_topics import fitted_tagger
 from pipeline.topics import (Example, example_vectors, fit_topic_model, load_taxonomy, parse_taxonomy,
                              story_topics, top_topics)
-from tests.conftest import SEEDS, SIB200
+from tests.conftest import SEEDS
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,8 @@ def test_example_vectors_are_cached_by_model_and_text(tmp_path):
     assert np.array_equal(first, again) and other.shape == (2, 4) and len(calls) == 2
 
 
-def test_the_classifier_is_deterministic_and_learns_the_training_set(models):
-    rows = read_labelled(SIB200 / "eng_Latn", "train")[:140]
+def test_the_classifier_is_deterministic_and_learns_the_training_set(models, sib200):
+    rows = read_labelled(sib200 / "eng_Latn", "train")[:140]
     categories = list(DESCRIPTIONS)
     labels = np.array([categories.index(c) for _, c, _ in rows])
     vectors = vectors_of([t for _, _, t in rows], models)
@@ -130,11 +130,11 @@ def test_a_zero_vector_gets_no_topics(models):
     assert tagger.tag(np.zeros((1, 384), dtype=np.float32)) == [[]]
 
 
-def test_sib200_taxonomy_on_dev_sentences_in_english_and_bengali(models):
+def test_sib200_taxonomy_on_dev_sentences_in_english_and_bengali(models, sib200):
     tagger = fitted_tagger("sib200", *models)
     categories = list(DESCRIPTIONS)
     for folder in ("eng_Latn", "ben_Beng"):
-        dev = read_labelled(SIB200 / folder, "dev")
+        dev = read_labelled(sib200 / folder, "dev")
         predicted = tagger.scores(vectors_of([t for _, _, t in dev], models)).argmax(axis=1)
         truth = np.array([categories.index(c) for _, c, _ in dev])
         assert (predicted == truth).mean() >= 0.7, folder
