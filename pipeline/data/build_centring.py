@@ -42,6 +42,20 @@ def read_sentences(folder: Path, split: str) -> List[tuple]:
     return sorted(rows)
 
 
+def mean_cosine_of_different_rows(rows: np.ndarray) -> float:
+    """How alike a set of unit vectors is: high means every text looks like every other,
+    as uncentred texts of one language do, and all its articles would pair up."""
+    cosines = rows @ rows.T
+    n = len(rows)
+    return float((cosines.sum() - np.trace(cosines)) / (n * n - n))
+
+
+def nearest_is_translation(queries: np.ndarray, candidates: np.ndarray) -> float:
+    """Share of rows whose most similar candidate row is the one at the same index
+    (SIB-200 rows at one index are translations of each other)."""
+    return float(((queries @ candidates.T).argmax(axis=1) == np.arange(len(queries))).mean())
+
+
 def build(sib200: Path, per_language: int, embedder: Embedder) -> Dict[str, np.ndarray]:
     """Language key -> float32 mean of its first ``per_language`` train embeddings."""
     means = {}
