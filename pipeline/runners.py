@@ -56,8 +56,9 @@ BEAM_MODULE = "github.com/apache/beam/sdks/v2"
 LISTENER_FILE = "go/pkg/beam/runners/prism/internal/jobservices/server.go"
 ALL_INTERFACES = 'net.Listen("tcp", fmt.Sprintf(":%d", port))'
 LOOPBACK_ONLY = 'net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))'
-# The SDK harness's state cache (the stateful steps read their state through it).
-STATE_CACHE_BYTES = 100 << 20
+# The SDK harness's state cache (the stateful steps read their state through it),
+# Beam's default size; ``--max_cache_memory_usage_mb`` sets it, as on a Beam worker.
+STATE_CACHE_MB = 100
 
 # Beam's Flink job server: the Beam release and the Flink it is built for.
 FLINK_JOB_SERVER_VERSION = "2.62.0"
@@ -207,8 +208,9 @@ def loopback_java_launcher(cache_dir: Path = CACHE_DIR) -> Path:
 class LocalWorkerPool:
     """Beam's Python SDK worker pool, in this process, on 127.0.0.1 (a context manager)."""
 
-    def __init__(self):
+    def __init__(self, state_cache_mb: int = STATE_CACHE_MB):
         self.address: Optional[str] = None
+        self.state_cache_mb = state_cache_mb
         self._server = None
 
     def __enter__(self) -> "LocalWorkerPool":
@@ -222,7 +224,7 @@ class LocalWorkerPool:
                                             ("grpc.http2.max_ping_strikes", 0)])
         port = self._server.add_insecure_port("127.0.0.1:0")
         beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
-            BeamFnExternalWorkerPoolServicer(state_cache_size=STATE_CACHE_BYTES,
+            BeamFnExternalWorkerPoolServicer(state_cache_size=self.state_cache_mb << 20,
                                              data_buffer_time_limit_ms=-1), self._server)
         self._server.start()
         self.address = f"127.0.0.1:{port}"
@@ -273,7 +275,8 @@ def local_runner(argv: List[str]) -> Iterator[List[str]]:
         if flag_value(argv, "--environment_type") is not None:
             yield argv
         else:
-            with LocalWorkerPool() as pool:
+            cache_mb = flag_value(argv, "--max_cache_memory_usage_mb")
+            with LocalWorkerPool(int(cache_mb) if cache_mb else STATE_CACHE_MB) as pool:
                 yield argv + ["--environment_type=EXTERNAL",
                               f"--environment_config={pool.address}"]
     finally:
