@@ -86,9 +86,10 @@ class _IndexBucketsFn(beam.DoFn):
     The entries are packed as bytes with their bucket key and event time in
     front: the SDK's state cache weighs each cached value object by object on
     every write, so a bag of entry objects made every newcomer cost in
-    proportion to the whole shard (measured on Prism with a 72-hour window:
-    half the worker's time went to weighing), and a bucket's entries and an
-    expiry are found without unpickling the rest.
+    proportion to the whole shard. Packed, a bag weighs a few objects, and a
+    bucket's entries and an expiry are found without unpickling the rest: on
+    Prism with a 72-hour window of 1,200 articles the whole pipeline went 1.6
+    times as fast (``benchmarks/story_window_benchmark.py --test-stream``).
     """
 
     ENTRIES = BagStateSpec("entries", BytesCoder())
