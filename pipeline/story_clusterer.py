@@ -132,16 +132,16 @@ class _IndexBucketsFn(beam.DoFn):
     def expire(self, fired=beam.DoFn.TimestampParam, entries=beam.DoFn.StateParam(ENTRIES),
                armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY)):
         cutoff = fired.micros - self.window
-        before = list(entries.read())
-        kept = [p for p in before if packed_time(p) > cutoff]
+        before = [(packed_time(p), p) for p in entries.read()]
+        kept = [(micros, p) for micros, p in before if micros > cutoff]
         self.expired.inc(len(before) - len(kept))
         armed.clear()
         if len(kept) < len(before):
             entries.clear()
-            for packed in kept:
+            for _, packed in kept:
                 entries.add(packed)
         if kept:
-            arm_earliest(expiry, armed, self._expiry_due(min(packed_time(p) for p in kept)))
+            arm_earliest(expiry, armed, self._expiry_due(min(micros for micros, _ in kept)))
 
 
 class IndexBuckets(beam.PTransform):
