@@ -70,6 +70,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -177,11 +178,12 @@ class RowCounter:
 
 
 def sample_until(total: int, out: Path, report_every: int, samples: list,
-                 publisher: threading.Thread, runner_name: str,
+                 publisher: Optional[threading.Thread], runner_name: str,
                  stall_seconds: float) -> int:
     """Samples memory every ``report_every`` articles out until all ``total`` are
     accounted for (article or dead-letter rows), or until nothing more comes
-    out for ``stall_seconds`` once publishing has ended; returns how many are."""
+    out for ``stall_seconds`` once ``publisher`` (None: nothing to wait for) has
+    ended; returns how many are."""
     articles, dead_letters = RowCounter(out / "articles"), RowCounter(out / "deadletter")
     started, reported = time.perf_counter(), -report_every
     accounted, changed = -1, time.perf_counter()
@@ -190,7 +192,8 @@ def sample_until(total: int, out: Path, report_every: int, samples: list,
         now_accounted = count + dead_letters()
         if now_accounted != accounted:
             accounted, changed = now_accounted, time.perf_counter()
-        stalled = not publisher.is_alive() and time.perf_counter() - changed > stall_seconds
+        publishing = publisher is not None and publisher.is_alive()
+        stalled = not publishing and time.perf_counter() - changed > stall_seconds
         done = accounted >= total or stalled
         if count >= reported + report_every or done:
             runner = runner_process(RUNNER_PROCESS[runner_name])
@@ -269,10 +272,12 @@ def main(argv=None) -> None:
             build(pipeline, options, source)
             started = time.perf_counter()
             result = pipeline.run()
-            publisher = threading.Thread(target=replay, args=(
-                str(feed), broker and broker.bootstrap_servers, TOPIC),
-                kwargs={"rate": args.rate, "timestamps": "now", "progress": False}, daemon=True)
-            if not args.lapse:
+            publisher = None
+            if not args.lapse:  # live: publish while the job runs
+                publisher = threading.Thread(target=replay, args=(
+                    str(feed), broker.bootstrap_servers, TOPIC),
+                    kwargs={"rate": args.rate, "timestamps": "now", "progress": False},
+                    daemon=True)
                 publisher.start()
             try:
                 accounted = sample_until(args.articles, out, args.report_every, samples,
