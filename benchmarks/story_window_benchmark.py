@@ -188,8 +188,10 @@ def sample_until(total: int, out: Path, report_every: int, samples: list,
     started, reported = time.perf_counter(), -report_every
     accounted, changed = -1, time.perf_counter()
     while True:
+        scan_started = time.perf_counter()
         count = articles()
         now_accounted = count + dead_letters()
+        scan_seconds = time.perf_counter() - scan_started
         if now_accounted != accounted:
             accounted, changed = now_accounted, time.perf_counter()
         publishing = publisher is not None and publisher.is_alive()
@@ -206,7 +208,9 @@ def sample_until(total: int, out: Path, report_every: int, samples: list,
                   + f", Python worker RSS {samples[-1][3]:.0f} MiB", flush=True)
             if done:
                 return accounted
-        time.sleep(2.0)
+        # The scan walks every output file, more as the run goes on, and this
+        # process is also the SDK worker: keep it to a twentieth of the time.
+        time.sleep(max(2.0, 20 * scan_seconds))
 
 
 def main(argv=None) -> None:
