@@ -17,6 +17,7 @@ them in keyed state, and this step sends late articles to the dead letter.
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
@@ -137,6 +138,7 @@ class AdmitOnTime(beam.PTransform):
         return (articles
                 | "KeyByShard" >> beam.Map(
                     lambda a: (zlib.crc32(a["article_id"].encode("utf-8")) % shards, a))
+                .with_output_types(Tuple[int, Any])  # a typed key gets a deterministic coder
                 | "TurnAwayLate" >> beam.ParDo(_AdmitOnTimeFn(
                     self.windows, self.max_dead_letter_bytes)).with_outputs(
                         DEAD_LETTER_OUTPUT, main="articles"))

@@ -13,7 +13,7 @@ Which record is kept:
   the ids of one such span; a repeat arriving later than that is kept again.
 """
 
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
@@ -81,7 +81,8 @@ class DropRepeatedIds(beam.PTransform):
         self.forget_after = forget_after
 
     def expand(self, articles):
-        keyed = articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a))
+        keyed = articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)) \
+            .with_output_types(Tuple[str, Any])  # a typed key gets a deterministic coder
         if self.forget_after is not None:
             return keyed | "KeepFirstArrival" >> beam.ParDo(_KeepFirstArrivalFn(
                 self.forget_after, self.max_dead_letter_bytes)).with_outputs(

@@ -33,7 +33,7 @@ import math
 import pickle
 import zlib
 from functools import partial
-from typing import Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -48,6 +48,9 @@ from pipeline.stories import (BucketEntry, Match, Member, assign_in_order, bucke
                               nearest_in_time)
 
 EXACT, NEAR, VECTOR = "exact", "near", "vec"
+# The keyed inputs of the stateful steps say their key's type, so that Beam
+# encodes the key with a deterministic coder (and says nothing about it).
+StrKeyed = Tuple[str, Any]
 # Metrics of what expiry dropped, under this namespace (see the tests and benchmarks).
 METRICS = "StoryClusterer"
 # Expiry timers fire on a grid of this fraction of the story window, so a key
@@ -172,6 +175,7 @@ class IndexBuckets(beam.PTransform):
         shards = self.shards
         return (buckets
                 | "ByShard" >> beam.Map(lambda kv: (zlib.crc32(kv[0].encode()) % shards, kv))
+                .with_output_types(Tuple[int, Any])
                 | "Index" >> beam.ParDo(self.index).with_outputs(EXACT, NEAR, VECTOR))
 
 
@@ -261,13 +265,15 @@ class VerifyPairs(beam.PTransform):
 
     def expand(self, pairs):
         tagged_features = self.features | "TagFeatures" >> beam.Map(
-            lambda kv: (kv[0], ("features", kv[1])))
+            lambda kv: (kv[0], ("features", kv[1]))).with_output_types(StrKeyed)
         by_earlier = (
             (tagged_features,
-             pairs | "KeyByEarlier" >> beam.Map(lambda p: (p[1].article_id, ("pair", p))))
+             pairs | "KeyByEarlier" >> beam.Map(
+                 lambda p: (p[1].article_id, ("pair", p))).with_output_types(StrKeyed))
             | "JoinEarlier" >> beam.Flatten()
             | "AttachEarlier" >> beam.ParDo(_AttachFeaturesFn(
-                _with_earlier_features, True, self.window, self.bounded)))
+                _with_earlier_features, True, self.window, self.bounded))
+            .with_output_types(StrKeyed))
         return ((tagged_features, by_earlier)
                 | "JoinLater" >> beam.Flatten()
                 | "Score" >> beam.ParDo(_AttachFeaturesFn(
@@ -368,8 +374,10 @@ class AssignStories(beam.PTransform):
         self.assign = _AssignStoriesFn(story_window, assign_every, bounded)
 
     def expand(self, members):
-        return ((members | "TagMembers" >> beam.Map(lambda m: ("stories", ("member", m))),
-                 self.matches | "TagMatches" >> beam.Map(lambda m: ("stories", ("match", m))))
+        return ((members | "TagMembers" >> beam.Map(
+                    lambda m: ("stories", ("member", m))).with_output_types(StrKeyed),
+                 self.matches | "TagMatches" >> beam.Map(
+                    lambda m: ("stories", ("match", m))).with_output_types(StrKeyed))
                 | "Gather" >> beam.Flatten()
                 | "Assign" >> beam.ParDo(self.assign))
 
@@ -435,7 +443,8 @@ class JoinById(beam.PTransform):
 
     def expand(self, parts):
         names = sorted(parts)
-        tagged = [parts[name] | f"Tag_{name}" >> beam.Map(lambda kv, n=name: (kv[0], (n, kv[1])))
+        tagged = [parts[name] | f"Tag_{name}" >> beam.Map(
+                      lambda kv, n=name: (kv[0], (n, kv[1]))).with_output_types(StrKeyed)
                   for name in names]
         return (tagged | "Flatten" >> beam.Flatten()
                 | "Merge" >> beam.ParDo(_JoinPartsFn(names, self.merge)))

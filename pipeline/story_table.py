@@ -6,7 +6,7 @@ with its totals so far; the row with the latest ``updated_at`` is current.
 """
 
 from datetime import datetime
-from typing import Iterable, Optional, Tuple
+from typing import Any, Iterable, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
@@ -110,6 +110,7 @@ class SummarizeStories(beam.PTransform):
         if self.windows is not None:
             return (articles
                     | "KeyByStory" >> beam.Map(lambda a: (a["story_id"], a))
+                    .with_output_types(Tuple[str, Any])
                     | "UpdateStories" >> beam.ParDo(_UpdateStoriesFn(
                         self.run_id, self.topic_cut, self.windows, self.story_window)))
         run_id, updated_at, topic_cut = self.run_id, self.updated_at, self.topic_cut
