@@ -167,10 +167,15 @@ def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
     """Assigns ``members`` in time order, given every match in which one is the later article.
 
     An article that matches no earlier article starts a story (its id is the
-    story id). One that does joins the earliest story among those of all the
-    articles it matches: a report that links two stories joins the older. It
-    is a duplicate of its best duplicate match (any kind but a story link);
-    with story links only, it is no duplicate and records its best link.
+    story id). One that copies earlier articles (a duplicate match: any kind
+    but a story link) joins the earliest story among those of the articles it
+    copies, so a copy that bridges two stories joins the older, and is a
+    duplicate of its best match. Its story links then decide nothing: a copy
+    belongs with what it copies, and a weaker link (a report that shares two
+    paragraphs with another story, say) must not move it, and the articles
+    that copy it after, into another story. An article with story links only
+    joins the earliest of their stories, is no duplicate and records its best
+    link.
     Stories already assigned never change, which is what lets a stream emit
     each article once, final; the price is that a bridge does not pull the
     younger story's earlier members over.
@@ -188,11 +193,12 @@ def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
             known[member.article_id] = StoryOf(member.article_id, member.order, member.order[0])
             yield member, singleton(member.article_id)
             continue
+        copies = [m for m in mine if m.kind != STORY_LINK]
         story = min((known.get(m.earlier.article_id,
                                StoryOf(m.earlier.article_id, m.earlier.order, m.earlier.order[0]))
-                     for m in mine), key=lambda s: s.story_order)
+                     for m in copies or mine), key=lambda s: s.story_order)
         known[member.article_id] = StoryOf(story.story_id, story.story_order, member.order[0])
-        best = best_match(m for m in mine if m.kind != STORY_LINK)
+        best = best_match(copies)
         if best is not None:
             yield member, StoryAssignment(
                 story_id=story.story_id, is_duplicate=True,

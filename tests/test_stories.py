@@ -64,6 +64,17 @@ def test_a_story_link_joins_the_story_without_making_a_duplicate():
     assert result["c"].story_id == "a" and result["c"].linked_to is None
 
 
+def test_a_copy_stays_with_what_it_copies_when_a_link_points_to_an_older_story():
+    # n shares two paragraphs with the story of s1 (a story link from s2) but is
+    # not that story; s2 translates s1, and s3 copies s2.
+    n, s1, s2, s3 = member("n", 1), member("s1", 2), member("s2", 3), member("s3", 4)
+    result = assign([n, s1, s2, s3], [Match(s2, s1, 0.9, kind="translation"),
+                                      Match(s2, n, 0.72, kind=STORY_LINK),
+                                      Match(s3, s2, 1.0, kind="exact")])
+    assert [result[x].story_id for x in ("n", "s1", "s2", "s3")] == ["n", "s1", "s1", "s1"]
+    assert result["s2"].duplicate_of == "s1" and result["s2"].linked_to is None
+
+
 def test_order_key_prefers_publication_time_then_id():
     from datetime import datetime, timezone
     early = datetime(2025, 1, 1, tzinfo=timezone.utc)
