@@ -1,17 +1,21 @@
 """Story clustering quality on multilingual pseudo-articles: B-cubed per language pair.
 
-    python benchmarks/evaluate_stories.py [--languages 20] [--runner FnApiRunner]
+    python benchmarks/evaluate_stories.py [--languages 20] [--per-story N] [--negatives-last]
+        [--runner FnApiRunner]
 
 Builds articles from SIB-200 *dev* sentences (the same sentence in every
 language, so translations are known), runs ``newsloom run`` on them and
 scores its ``story_id`` clusters against the truth:
 
-* a story is 5 consecutive dev sentences; it appears as articles in 6 of the
-  languages, one of them with a sentence dropped and one with a sentence added
-  (near-identical copies: the same story);
+* a story is 5 consecutive dev sentences (dev holds 99, so 13 stories); it
+  appears as an article in each language (or in ``--per-story`` of them), a
+  third of them with a sentence dropped and a third with a sentence of the next
+  story added (near-identical copies: the same story), so every language pair
+  shares every story;
 * hard negatives: for each story, an article (in any language) of 2 of its
   sentences and 2 sentences that belong to no story: it shares two sentences
-  with the story but is a story of its own.
+  with the story but is a story of its own. It comes before its story, or
+  with ``--negatives-last`` after it, where a story link can pull it in.
 
 It prints B-cubed precision, recall and F1 for each language pair (over the
 articles in those two languages) and overall.
@@ -47,8 +51,11 @@ def load_dev(sib200: Path, folders):
     return sentences
 
 
-def build_articles(sentences, seed: int = 11):
-    """(article id, language folder, body, gold story) for every pseudo-article."""
+def build_articles(sentences, per_story: int, negatives_last: bool = False, seed: int = 11):
+    """(article id, language folder, body, gold story) for every pseudo-article.
+
+    The articles have no dates, so their ids order them: a negative's id sorts
+    before its story's (it comes first), or with ``negatives_last`` after it."""
     rng = random.Random(seed)
     folders = sorted(sentences)
     count = len(next(iter(sentences.values())))
@@ -59,19 +66,20 @@ def build_articles(sentences, seed: int = 11):
     filler = list(range(story_count * STORY_SENTENCES, count))
     articles = []
     for s, story in enumerate(stories):
-        langs = rng.sample(folders, 6)
+        langs = rng.sample(folders, min(per_story, len(folders)))
         for k, lang in enumerate(langs):
             idx = list(story)
-            if k == 1:
+            if k % 3 == 1:
                 idx.pop(rng.randrange(len(idx)))                       # a sentence dropped
-            elif k == 2:
+            elif k % 3 == 2:
                 other = stories[(s + 1) % len(stories)]
                 idx.insert(rng.randrange(len(idx) + 1), rng.choice(other))  # one added
             articles.append((f"s{s}-{lang}", lang, [sentences[lang][i] for i in idx], f"s{s}"))
         # A hard negative: 2 of this story's sentences and 2 of no story's.
         lang = rng.choice(folders)
         idx = story[:2] + filler[2 * s:2 * s + 2]
-        articles.append((f"neg{s}-{lang}", lang, [sentences[lang][i] for i in idx], f"neg{s}"))
+        prefix = "x-neg" if negatives_last else "neg"
+        articles.append((f"{prefix}{s}-{lang}", lang, [sentences[lang][i] for i in idx], f"neg{s}"))
     return articles
 
 
@@ -94,6 +102,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sib200", type=Path, default=DEFAULT_SIB200)
     parser.add_argument("--languages", type=int, default=20)
+    parser.add_argument("--per-story", type=int, default=None,
+                        help="how many of the languages each story appears in (default: all)")
+    parser.add_argument("--negatives-last", action="store_true",
+                        help="the hard negatives come after their story, not before")
     parser.add_argument("--runner", default="FnApiRunner")
     args = parser.parse_args()
     import pyarrow.dataset as ds
@@ -102,7 +114,8 @@ def main() -> None:
     from pipeline.graph import run
 
     folders = LANGUAGES[:args.languages]
-    articles = build_articles(load_dev(args.sib200, folders))
+    articles = build_articles(load_dev(args.sib200, folders), args.per_story or len(folders),
+                              args.negatives_last)
     gold = {a: g for a, _, _, g in articles}
     language = {a: SIB200_LANGUAGE[lang] for a, lang, _, _ in articles}
     with tempfile.TemporaryDirectory() as tmp:
