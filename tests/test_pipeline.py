@@ -166,6 +166,16 @@ def test_building_an_endless_read_without_streaming_is_refused(tmp_path):
         build(beam.Pipeline(options=options), options)
 
 
+@pytest.mark.parametrize("mode", [[], ["--streaming"]])
+def test_every_stateful_step_has_a_deterministic_key_coder(mode, tmp_path, caplog):
+    # Beam warns, when a stateful step is applied, that a key coder it cannot
+    # prove deterministic "may cause incorrect behavior"; typed keys avoid it.
+    options = PipelineOptions(normalise_argv(["--input", "seeds", f"--output={tmp_path}"] + mode))
+    with caplog.at_level("WARNING", logger="apache_beam.transforms.core"):
+        build(beam.Pipeline(options=options), options)
+    assert not [r.getMessage() for r in caplog.records if "may not be deterministic" in r.getMessage()]
+
+
 def test_cli_help_explains_every_option():
     done = subprocess.run([newsloom(), "run", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
