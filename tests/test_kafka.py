@@ -360,7 +360,7 @@ def test_an_idle_partition_does_not_move_the_watermark_past_another_ones_backlog
 
 def test_an_unbounded_read_with_a_group_commits_what_each_finalized_bundle_claimed(
         kafka_broker):
-    from connectors.kafka_source import PartitionRange, TopicRead, _ReadUnboundedTopicFn
+    from connectors.kafka_source import PartitionRange, TopicRead, _ReadAndCommitTopicFn
     topic = fresh_topic()
     kafka_broker.create_topic(topic, partitions=2)
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
@@ -374,7 +374,7 @@ def test_an_unbounded_read_with_a_group_commits_what_each_finalized_bundle_claim
     assert not KafkaSpec(kafka_broker.bootstrap_servers, topic, group_id="g").commit_on_finalize
     assert not KafkaSpec(kafka_broker.bootstrap_servers, topic, start="earliest",
                          stop="never").commit_on_finalize
-    reader = _ReadUnboundedTopicFn(spec)
+    reader = _ReadAndCommitTopicFn(spec)
     reader.setup()
     try:
         ranges = (PartitionRange(0, 0, NO_END), PartitionRange(1, 1, NO_END))
