@@ -28,7 +28,7 @@ from pipeline.drop_repeated_ids import DropRepeatedIds
 from pipeline.embed_articles import EmbedArticles
 from pipeline.find_duplicates import FindDuplicates, at_event_time, member_of
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv
-from pipeline.runners import local_runner
+from pipeline.runners import local_runner, runner_kind
 from pipeline.run_summary import WriteRunSummary, read_summary
 from pipeline.story_table import SummarizeStories
 from pipeline.tag_topics import TagTopics
@@ -111,6 +111,15 @@ def build(p: beam.Pipeline, options: PipelineOptions,
         raise ValueError("an endless Kafka read (--stop=never) is a stream: make the options with "
                          "--streaming (normalise_argv adds it); Flink runs a job as a batch when "
                          "streaming is set later")
+    if (kafka and kafka.commit_on_finalize and runner_kind(standard.runner) == "flink"
+            and not options.get_all_options(retain_unknown_options=True).get(
+                "checkpointing_interval")):
+        # Flink finalizes a bundle, where the reader commits, only when a checkpoint
+        # completes: without checkpoints nothing would be committed, and the SDK
+        # worker would keep every read's bundle in memory, waiting.
+        raise ValueError("on Flink, an endless Kafka read with --group_id commits its offsets "
+                         "at Flink's checkpoints: give --checkpointing_interval (ms), or leave "
+                         "out --group_id")
     story_window = opts.story_window_hours * 3600
     windows = EventWindows.of(opts.window_seconds, opts.allowed_lateness_hours * 3600) \
         if standard.streaming else None

@@ -238,11 +238,10 @@ class LocalWorkerPool:
         self._server.stop(grace=1)
 
 
-def runner_kind(argv: List[str]) -> Optional[str]:
-    """``prism`` or ``flink`` when ``argv`` asks for one of them, else None."""
-    runner = (flag_value(argv, "--runner") or "").lower()
+def runner_kind(runner: Optional[str]) -> Optional[str]:
+    """``prism`` or ``flink`` when ``runner`` (a ``--runner`` value) names one, else None."""
     return {"prismrunner": "prism", "prism": "prism",
-            "flinkrunner": "flink", "flink": "flink"}.get(runner)
+            "flinkrunner": "flink", "flink": "flink"}.get((runner or "").lower())
 
 
 @contextmanager
@@ -250,7 +249,7 @@ def local_runner(argv: List[str]) -> Iterator[List[str]]:
     """``argv``, for a Prism or Flink run with its binary or job server and a
     127.0.0.1 worker pool added unless given, and Prism's splits off; the pool
     runs until the block ends."""
-    kind = runner_kind(argv)
+    kind = runner_kind(flag_value(argv, "--runner"))
     if kind is None:
         yield argv
         return

@@ -166,6 +166,20 @@ def test_building_an_endless_read_without_streaming_is_refused(tmp_path):
         build(beam.Pipeline(options=options), options)
 
 
+def test_an_endless_flink_read_that_commits_needs_checkpoints(tmp_path):
+    # Flink finalizes bundles, where the reader commits, only at checkpoints.
+    def build_flink(*extra):
+        options = PipelineOptions(normalise_argv([
+            "--runner=FlinkRunner", "--bootstrap-servers=127.0.0.1:9092", "--topic=articles",
+            "--start=earliest", "--stop=never", f"--output={tmp_path}", *extra]))
+        build(beam.Pipeline(options=options), options)
+
+    with pytest.raises(ValueError, match="--checkpointing_interval"):
+        build_flink("--group_id=newsloom")
+    build_flink("--group_id=newsloom", "--checkpointing_interval=60000")
+    build_flink()  # nothing to commit
+
+
 @pytest.mark.parametrize("mode", [[], ["--streaming"]])
 def test_every_stateful_step_has_a_deterministic_key_coder(mode, tmp_path, caplog):
     # Beam warns, when a stateful step is applied, that a key coder it cannot
