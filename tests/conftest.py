@@ -96,3 +96,14 @@ def kafka_broker():
     from connectors.local_kafka import LocalKafkaBroker
     with LocalKafkaBroker() as broker:
         yield broker
+
+
+def committed(broker, topic, group):
+    """``{partition: the offset group has committed, or None}`` for every partition of ``topic``."""
+    from kafka import KafkaConsumer, TopicPartition
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=group)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
+    finally:
+        consumer.close()

@@ -8,12 +8,12 @@ import uuid
 
 import pyarrow.dataset as ds
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 
 from connectors.kafka_source import NO_END, KafkaSpec, parse_start_time, parse_stop
 from connectors.replay import event_times_ms, replay
 from pipeline.graph import run
-from tests.conftest import SEEDS
+from tests.conftest import SEEDS, committed
 
 
 def rows(path):
@@ -29,15 +29,6 @@ def run_kafka(broker, topic, out, *extra):
 
 def fresh_topic():
     return f"t-{uuid.uuid4().hex[:8]}"
-
-
-def committed(broker, topic, group):
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=group)
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
-    finally:
-        consumer.close()
 
 
 def test_replayed_seeds_match_the_file_source_run(kafka_broker, tmp_path):

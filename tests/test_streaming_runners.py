@@ -29,7 +29,7 @@ from pipeline.data.build_sib200_taxonomy import read_labelled
 from pipeline.graph import build
 from pipeline.options import normalise_argv
 from pipeline.runners import local_runner
-from tests.conftest import SEEDS
+from tests.conftest import SEEDS, committed
 
 pytestmark = pytest.mark.slow
 
@@ -82,17 +82,6 @@ def listening_on_every_interface():
                 if state == "0A" and address == anywhere:  # 0A: LISTEN
                     ports.add(int(port, 16))
     return ports
-
-
-def committed_offsets(broker, topic, group):
-    """The group's committed offset of each partition of ``topic`` (0 if none)."""
-    from kafka import KafkaConsumer, TopicPartition
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=group)
-    try:
-        return [consumer.committed(TopicPartition(topic, p)) or 0
-                for p in sorted(consumer.partitions_for_topic(topic))]
-    finally:
-        consumer.close()
 
 
 def wait_for(condition, timeout, every=1.0):
@@ -154,10 +143,10 @@ def test_a_runner_streams_kafka_into_windowed_parquet_while_running_then_cancels
             assert wait_for(all_written, timeout=120), "the paced tail was not written"
             if group:  # committed while the job runs, up to the last message
                 def all_committed():
-                    return sum(committed_offsets(kafka_broker, topic, group)) == expected
+                    offsets = committed(kafka_broker, topic, group).values()
+                    return sum(o or 0 for o in offsets) == expected
 
-                assert wait_for(all_committed, timeout=60), \
-                    committed_offsets(kafka_broker, topic, group)
+                assert wait_for(all_committed, timeout=60), committed(kafka_broker, topic, group)
             # The SDK worker (in this process) keeps a bundle processor, with its
             # own reader, for each read bundle the runner has yet to finalize: one
             # a second when idle piled up on Flink while every read asked for it
