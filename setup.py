@@ -12,10 +12,12 @@ setup(
     description="Streaming multilingual news ingestion on Apache Beam: language detection, "
                 "cross-language duplicates and stories, Hive-partitioned Parquet.",
     python_requires=">=3.10",
-    packages=["pipeline", "pipeline.data", "connectors", "schemas", "seeds"],
+    packages=["pipeline", "pipeline.steps", "pipeline.logic", "pipeline.runners", "pipeline.data",
+              "connectors", "schemas", "common", "seeds"],
     package_data={"seeds": ["*.txt"], "pipeline": ["data/*.npz", "data/*.json", "data/taxonomies/*.yaml",
                                                 "data/taxonomies/*.json",
-                                                "data/taxonomies/vectors/*.npy", "loopback_bind.c"]},
+                                                "data/taxonomies/vectors/*.npy"],
+                  "pipeline.runners": ["loopback_bind.c"]},
     install_requires=[
         "apache-beam>=2.77",
         "pyarrow>=25",

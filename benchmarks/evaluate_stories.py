@@ -110,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     import pyarrow.dataset as ds
 
-    from pipeline.embedding import SIB200_LANGUAGE
+    from pipeline.logic.embedding import SIB200_LANGUAGE
     from pipeline.graph import run
 
     folders = LANGUAGES[:args.languages]

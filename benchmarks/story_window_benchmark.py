@@ -85,7 +85,7 @@ from connectors.test_stream import ReadTestStream  # noqa: E402
 from pipeline.data.build_centring import DEFAULT_SIB200, read_sentences  # noqa: E402
 from pipeline.graph import build  # noqa: E402
 from pipeline.options import normalise_argv  # noqa: E402
-from pipeline.runners import local_runner  # noqa: E402
+from pipeline.runners.local import local_runner  # noqa: E402
 
 TOPIC = "story-window"
 

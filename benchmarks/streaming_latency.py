@@ -115,7 +115,7 @@ def main():
     from connectors.local_kafka import LocalKafkaBroker
     from pipeline.graph import ASSIGN_EVERY, build, run
     from pipeline.options import normalise_argv
-    from pipeline.runners import local_runner
+    from pipeline.runners.local import local_runner
 
     flush_delay = 2 * ASSIGN_EVERY
     latency_n = int(args.rate * args.seconds)

@@ -238,11 +238,15 @@ class LocalKafkaBroker:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def create_topic(self, name: str, partitions: int = 1) -> None:
-        """Create a topic (replication 1) and wait until every partition has a leader."""
+    def create_topic(self, name: str, partitions: int = 1,
+                     config: dict[str, str] | None = None) -> None:
+        """Create a topic (replication 1, with topic ``config`` such as ``retention.ms``)
+        and wait until every partition has a leader."""
+        settings = {"num_partitions": partitions, "replication_factor": 1}
+        if config:
+            settings["configs"] = config
         with KafkaAdminClient(bootstrap_servers=self.bootstrap_servers) as admin:
-            admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}},
-                                wait_for_metadata=True)
+            admin.create_topics({name: settings}, wait_for_metadata=True)
 
     def __enter__(self) -> LocalKafkaBroker:
         return self.start()

@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 
-from pipeline.earliest_timer import arm_at
+from common.event_timers import arm_at
 from schemas.record import RecordSchema
 
 Row = Dict[str, Any]

@@ -9,7 +9,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
-from pipeline.text import content_hash
+from common.text import content_hash
 from schemas.article import ARTICLE, SCHEMA_VERSION, Article
 
 # Python types accepted for each JSON Schema type name.

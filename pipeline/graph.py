@@ -8,7 +8,7 @@
                                  (batch Kafka) offsets, once written ─── CommitOffsets
 
 ``[AdmitOnTime]`` is on a stream only, where late articles become dead letters
-and the sinks write a file per event-time window (``pipeline.admit_on_time``).
+and the sinks write a file per event-time window (``pipeline.steps.admit_on_time``).
 """
 
 import json
@@ -22,16 +22,16 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from connectors.file_source import ReadArticleFiles
 from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
 from connectors.parquet_sink import ParquetPartitionSink, day_of
-from pipeline.admit_on_time import SECOND, AdmitOnTime, EventWindows, micros_of
-from pipeline.detect_language import DetectLanguage
-from pipeline.drop_repeated_ids import DropRepeatedIds
-from pipeline.embed_articles import EmbedArticles
-from pipeline.find_duplicates import FindDuplicates, at_event_time, member_of
+from pipeline.steps.admit_on_time import SECOND, AdmitOnTime, EventWindows, micros_of
+from pipeline.steps.detect_language import DetectLanguage
+from pipeline.steps.drop_repeated_ids import DropRepeatedIds
+from pipeline.steps.embed_articles import EmbedArticles
+from pipeline.steps.find_duplicates import FindDuplicates, at_event_time, member_of
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv
-from pipeline.runners import local_runner, runner_kind
-from pipeline.run_summary import WriteRunSummary, read_summary
-from pipeline.story_table import SummarizeStories
-from pipeline.tag_topics import TagTopics
+from pipeline.runners.local import local_runner, runner_kind
+from pipeline.steps.run_summary import WriteRunSummary, read_summary
+from pipeline.steps.story_table import SummarizeStories
+from pipeline.steps.tag_topics import TagTopics
 from schemas import article as article_schema
 from schemas import dead_letter as dead_letter_schema
 from schemas import story as story_schema

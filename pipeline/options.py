@@ -13,7 +13,7 @@ from typing import List, Optional
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from connectors.kafka_source import is_endless
-from pipeline.topics import DEFAULT_TAXONOMY
+from pipeline.logic.topics import DEFAULT_TAXONOMY
 
 # Beam's DirectRunner first tries to download the Prism runner from the internet
 # on every run; the FnApiRunner runs batch pipelines in-process with no download.

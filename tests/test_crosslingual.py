@@ -5,11 +5,11 @@ import pickle
 
 import numpy as np
 
-from pipeline.crosslingual import lead_paragraphs, paragraph_coverage
-from pipeline.embed_articles import ArticleVectors
-from pipeline.evidence import evidence_keys, skeleton, specific_evidence
-from pipeline.stories import Member
-from pipeline.vector_lsh import HyperplaneLSH
+from pipeline.logic.crosslingual import lead_paragraphs, paragraph_coverage
+from pipeline.steps.embed_articles import ArticleVectors
+from pipeline.logic.evidence import evidence_keys, skeleton, specific_evidence
+from pipeline.logic.stories import Member
+from pipeline.logic.vector_lsh import HyperplaneLSH
 
 
 def unit(v):

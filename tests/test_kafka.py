@@ -201,7 +201,9 @@ def test_replay_command_publishes_the_seeds_with_spread_timestamps(kafka_broker)
 def test_start_positions_and_stop_limits_plan_the_right_offsets(kafka_broker):
     from connectors.kafka_source import plan_partitions
     topic = fresh_topic()
-    kafka_broker.create_topic(topic, partitions=1)
+    # Messages stamped in 2023 are past the default 7-day retention: the broker's
+    # retention check (every few minutes) would delete them mid-test.
+    kafka_broker.create_topic(topic, partitions=1, config={"retention.ms": "-1"})
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
     base = 1_700_000_000_000
     for i in range(10):

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from pipeline.language import (LanguageDetector, ParagraphLabel, merge_spans,
+from pipeline.logic.language import (LanguageDetector, ParagraphLabel, merge_spans,
                                primary_language)
 from tests.conftest import seed_text
 

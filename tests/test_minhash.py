@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.minhash import MinHasher, jaccard, shingle_hashes
+from pipeline.logic.minhash import MinHasher, jaccard, shingle_hashes
 
 WORDS = "the quick brown fox jumps over the lazy dog near the river bank today".split()
 

@@ -1,7 +1,7 @@
 import numpy as np
 
-from pipeline.minhash import MinHasher, shingle_hashes
-from pipeline.stories import (STORY_LINK, BucketEntry, Match, Member, assign_in_order,
+from pipeline.logic.minhash import MinHasher, shingle_hashes
+from pipeline.logic.stories import (STORY_LINK, BucketEntry, Match, Member, assign_in_order,
                               bucket_pairs, nearest_in_time, order_key, singleton)
 
 

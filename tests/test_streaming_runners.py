@@ -28,7 +28,7 @@ from connectors.replay import replay
 from pipeline.data.build_sib200_taxonomy import read_labelled
 from pipeline.graph import build
 from pipeline.options import normalise_argv
-from pipeline.runners import local_runner
+from pipeline.runners.local import local_runner
 from tests.conftest import SEEDS, committed
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-from pipeline.text import content_hash, letter_count, normalise, paragraphs, tokens
+from common.text import content_hash, letter_count, normalise, paragraphs, tokens
 
 
 def test_normalise_folds_case_width_and_white_space():

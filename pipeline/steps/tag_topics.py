@@ -2,7 +2,7 @@
 
 Topics reuse the article vectors of the cross-language layer, so nothing is
 embedded twice. Each worker loads the taxonomy and fits its classifier once,
-in ``setup`` (``pipeline.topics``); only the taxonomy's own example texts are
+in ``setup`` (``pipeline.logic.topics``); only the taxonomy's own example texts are
 embedded there, and those vectors are cached on disk.
 """
 
@@ -12,12 +12,12 @@ from typing import Optional, Tuple
 import apache_beam as beam
 import numpy as np
 
-from pipeline.embed_articles import (MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS, ArticleVectors,
+from pipeline.steps.embed_articles import (MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS, ArticleVectors,
                                      article_vector, centred_leads, make_embedder)
-from pipeline.embedding import Embedder, LanguageCentring
-from pipeline.language import LanguageDetector, spans_as_rows
-from pipeline.story_clusterer import JoinById
-from pipeline.topics import (CACHE_DIR, DEFAULT_TAXONOMY, TopicTagger, example_vectors,
+from pipeline.logic.embedding import Embedder, LanguageCentring
+from pipeline.logic.language import LanguageDetector, spans_as_rows
+from pipeline.steps.story_clusterer import JoinById
+from pipeline.logic.topics import (CACHE_DIR, DEFAULT_TAXONOMY, TopicTagger, example_vectors,
                              load_taxonomy)
 
 

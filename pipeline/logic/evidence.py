@@ -13,7 +13,7 @@ from typing import FrozenSet, Iterable, List, Set
 
 from anyascii import anyascii
 
-from pipeline.text import tokens
+from common.text import tokens
 
 # Letters that transliterations of one name swap between scripts (Arabic has
 # no p or v, Bengali writes z as j, and so on) fall into one class each.

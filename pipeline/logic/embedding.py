@@ -12,7 +12,7 @@ or one the detector misnames, is centred with the nearest shipped mean (see
 ``LanguageCentring``).
 
 Every ``Embedder`` returns float32 rows of unit L2 norm, so a dot product is a
-cosine. Language keys are what ``pipeline.language`` emits: fastText lid.176
+cosine. Language keys are what ``pipeline.logic.language`` emits: fastText lid.176
 labels, which are ISO 639-1 where one exists and ISO 639-3 otherwise.
 """
 
@@ -24,7 +24,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-MEANS_PATH = Path(__file__).resolve().parent / "data" / "language_means.npz"
+MEANS_PATH = Path(__file__).resolve().parents[1] / "data" / "language_means.npz"
 
 # A vector is centred with the mean of the language the detector names, unless
 # another shipped mean lies nearer the raw vector by more than this (squared

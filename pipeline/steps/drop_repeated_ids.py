@@ -23,7 +23,7 @@ from apache_beam.utils.timestamp import Duration
 
 from schemas.article import Article
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, rejected_article
-from pipeline.stories import order_key
+from pipeline.logic.stories import order_key
 
 
 def record_order(article: Article):

@@ -6,7 +6,7 @@ with keyed state that expires in event time, so it runs on an endless stream.
                             └─ vector pairs ─ VerifyPairs(vectors) ──┘   (one key)
     articles' members ───────────────────────────────────────────────┘
 
-Each step is a stateful DoFn (``pipeline.stories`` holds the logic):
+Each step is a stateful DoFn (``pipeline.logic.stories`` holds the logic):
 
 * ``IndexBuckets`` keeps each bucket's entries (id, time, language, a sketch
   or a float16 vector) under a shard of the bucket keys, and compares a
@@ -16,7 +16,7 @@ Each step is a stateful DoFn (``pipeline.stories`` holds the logic):
   in several buckets is scored once.
 * ``AssignStories`` assigns articles in time order once the watermark has
   passed them (every ``assign_every`` of event time), so every assignment is
-  final when emitted (see ``pipeline.stories.assign_in_order``).
+  final when emitted (see ``pipeline.logic.stories.assign_in_order``).
 
 Memory: an article's state (its bucket entries, features and story) is
 dropped once the watermark is ``story_window`` past the article's event time,
@@ -43,8 +43,8 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.earliest_timer import arm_at, arm_earliest
-from pipeline.stories import (BucketEntry, Match, Member, assign_in_order, bucket_pairs,
+from common.event_timers import arm_at, arm_earliest
+from pipeline.logic.stories import (BucketEntry, Match, Member, assign_in_order, bucket_pairs,
                               nearest_in_time)
 
 EXACT, NEAR, VECTOR = "exact", "near", "vec"

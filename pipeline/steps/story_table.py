@@ -15,9 +15,9 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.admit_on_time import micros_of
-from pipeline.earliest_timer import arm_earliest
-from pipeline.topics import story_topics
+from pipeline.steps.admit_on_time import micros_of
+from common.event_timers import arm_earliest
+from pipeline.logic.topics import story_topics
 from schemas.article import Article, event_time
 from schemas.story import SCHEMA_VERSION
 

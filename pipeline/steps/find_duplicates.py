@@ -8,7 +8,7 @@ How (no all-pairs comparison anywhere):
    copies) and one per LSH band within its language (near copies).
    ``EmbedArticles`` (when given) adds vector-LSH buckets for translations
    and story links.
-2. ``StoryClusterer`` (``pipeline.story_clusterer``): a newcomer to a bucket
+2. ``StoryClusterer`` (``pipeline.steps.story_clusterer``): a newcomer to a bucket
    is compared with the stored members nearest to it in time; exact buckets
    match at once, near pairs whose 8-bit sketches estimate a similarity near
    the threshold have their exact shingle Jaccard checked
@@ -29,15 +29,15 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline.crosslingual import paragraph_coverage
+from pipeline.logic.crosslingual import paragraph_coverage
 from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
-from pipeline.embed_articles import ArticleVectors
-from pipeline.evidence import specific_evidence
-from pipeline.minhash import MinHasher, jaccard, shingle_hashes
-from pipeline.stories import STORY_LINK, BucketEntry, Match, Member, order_key
-from pipeline.story_clusterer import (EXACT, NEAR, VECTOR, JoinById, StoryClusterer,
+from pipeline.steps.embed_articles import ArticleVectors
+from pipeline.logic.evidence import specific_evidence
+from pipeline.logic.minhash import MinHasher, jaccard, shingle_hashes
+from pipeline.logic.stories import STORY_LINK, BucketEntry, Match, Member, order_key
+from pipeline.steps.story_clusterer import (EXACT, NEAR, VECTOR, JoinById, StoryClusterer,
                                       event_time)
-from pipeline.text import tokens
+from common.text import tokens
 from schemas.article import Article
 
 # Near pairs go on to the exact Jaccard check only if their 8-bit sketch
@@ -48,7 +48,7 @@ SKETCH_MARGIN = 0.1
 MAX_EVIDENCE = 20
 # A story link (a different report of the same event) needs, besides its
 # article cosine, this many shared specific names and numbers (see
-# ``pipeline.evidence.specific_evidence``), and the two reports this close in event time: the
+# ``pipeline.logic.evidence.specific_evidence``), and the two reports this close in event time: the
 # reports of one event come out within a day of each other.
 MIN_LINK_EVIDENCE = 3
 STORY_LINK_HOURS = 24
@@ -119,7 +119,7 @@ def shingle_match(later: Member, earlier: Member, later_fp: Fingerprint,
 def translation_match(later: Member, earlier: Member, later_vectors: ArticleVectors,
                       earlier_vectors: ArticleVectors, paragraph_similarity: Dict[str, float],
                       default_similarity: float, coverage: float) -> Optional[Match]:
-    """A translation match when enough paragraphs align both ways (``pipeline.crosslingual``),
+    """A translation match when enough paragraphs align both ways (``pipeline.logic.crosslingual``),
     at the language pair's calibrated ``paragraph_similarity``, else ``default_similarity``."""
     similarity = paragraph_similarity.get(pair_key(later_vectors.lang, earlier_vectors.lang),
                                           default_similarity)
@@ -173,7 +173,7 @@ class FindDuplicates(beam.PTransform):
     Guarantee: an article whose normalised body equals an earlier one's is its
     exact duplicate (score 1.0); one whose shingle Jaccard with an earlier
     article of the same language is at least ``threshold`` is found as a near
-    duplicate with the LSH probability stated in ``pipeline.minhash`` (0.995 at
+    duplicate with the LSH probability stated in ``pipeline.logic.minhash`` (0.995 at
     J = 0.5 with the defaults); one whose lead paragraphs align with an earlier
     article's in any language (more than ``coverage`` of them, both ways, at
     the pair's paragraph similarity) is a translation, when the two share a
@@ -205,7 +205,7 @@ class FindDuplicates(beam.PTransform):
             story links (stories are groups of duplicates only).
         story_window: seconds of event time an article stays matchable (72 h).
         assign_every: on a stream, how often (event-time seconds) stories are assigned.
-        bounded: the input ends (a batch run); see ``pipeline.story_clusterer``.
+        bounded: the input ends (a batch run); see ``pipeline.steps.story_clusterer``.
     """
 
     def __init__(self, threshold: float = 0.5, shingle_size: int = 3, bands: int = 40,

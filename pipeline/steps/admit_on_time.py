@@ -26,7 +26,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.earliest_timer import arm_at
+from common.event_timers import arm_at
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, rejected_article
 
 SECOND = 1_000_000  # microseconds, Beam's timestamp unit

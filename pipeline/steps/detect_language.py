@@ -2,7 +2,7 @@
 
 import apache_beam as beam
 
-from pipeline.language import LanguageDetector, spans_as_rows
+from pipeline.logic.language import LanguageDetector, spans_as_rows
 from schemas.article import Article
 
 
@@ -22,7 +22,7 @@ class _DetectLanguageFn(beam.DoFn):
 
 
 class DetectLanguage(beam.PTransform):
-    """Sets ``lang``, ``lang_confidence`` and ``lang_spans`` (see ``pipeline.language``).
+    """Sets ``lang``, ``lang_confidence`` and ``lang_spans`` (see ``pipeline.logic.language``).
 
     Args:
         min_confidence: below this fastText probability a paragraph also gets

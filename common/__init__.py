@@ -1,0 +1,1 @@
+"""What connectors and pipeline steps both use; it imports neither of them."""
