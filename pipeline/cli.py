@@ -19,8 +19,13 @@ See `python -m apache_beam.examples.wordcount --help` for every Beam option.
 
 
 def _run_command(argv: List[str]) -> int:
+    from connectors.output_folder import RunRefused
     from pipeline.graph import run  # Beam's import is slow: not needed for --help
-    summary = run(argv)
+    try:
+        summary = run(argv)
+    except RunRefused as refused:
+        print(f"newsloom run: error: {refused}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 
@@ -42,8 +47,15 @@ def _broker_command(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Says what is wrong with the command line in one line, not under the whole usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="newsloom",
         description="Multilingual news ingestion on Apache Beam: reads articles, detects "
                     "their languages, finds duplicates and stories, writes Hive-partitioned "

@@ -5,7 +5,9 @@ flag is a Beam pipeline option and passes through untouched (``--runner``,
 ``--direct_num_workers``, ``--setup_file``, ...).
 """
 
+import argparse
 import os
+import re
 from importlib import resources
 from datetime import datetime, timezone
 from typing import List, Optional
@@ -19,6 +21,19 @@ from pipeline.logic.topics import DEFAULT_TAXONOMY
 # on every run; the FnApiRunner runs batch pipelines in-process with no download.
 DEFAULT_RUNNER = "FnApiRunner"
 DEFAULT_INPUT = str(resources.files("seeds"))
+
+
+# A run id is one path segment of the output: it can name nothing outside it.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def run_id_flag(value: str) -> str:
+    """``value`` if it is a safe run id; else ``argparse.ArgumentTypeError`` saying why."""
+    if not RUN_ID.fullmatch(value) or ".." in value:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a run id: 1 to 100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..'")
+    return value
 
 
 def _flag(parser, name: str, **kwargs) -> None:
@@ -56,8 +71,9 @@ class NewsloomOptions(PipelineOptions):
                    '"sasl_plain_username": "u", "sasl_plain_password": "p"}\'')
         _flag(parser, "output", default="out",
               help="output folder: articles/, deadletter/ and _runs/ go below it (default: out)")
-        _flag(parser, "run_id", default=None,
-              help="name of this run in file names and _runs/<run_id>.json "
+        _flag(parser, "run_id", type=run_id_flag, default=None,
+              help="name of this run in file names and _runs/<run_id>.json: 1 to 100 "
+                   "letters, digits, '.', '_' or '-', starting with a letter or digit "
                    "(default: the UTC start time and a random suffix)")
         _flag(parser, "max_article_bytes", type=int, default=1 << 20,
               help="records larger than this many bytes are dead-lettered (default: 1 MiB)")

@@ -1,0 +1,66 @@
+"""The command line as a user meets it: flags, paths and outputs checked before anything runs."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.options import run_id_flag
+from tests.conftest import ROOT
+
+
+def newsloom(*args, timeout=300, **kwargs):
+    """``newsloom ARGS`` from this checkout (the installed command may be another one)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def one_error_line(done, *words):
+    """The command failed with exit 2 and one line on stderr naming ``words``."""
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("run_id", ["20250801T120000Z-a1b2c3", "nightly.2025-08-01", "R_1",
+                                    "x" * 100])
+def test_safe_run_ids_are_taken(run_id):
+    assert run_id_flag(run_id) == run_id
+
+
+@pytest.mark.parametrize("run_id", ["", "x/../../victim", "../x", "a/b", "a..b", ".hidden",
+                                    "-x", "x" * 101, "a b", "a\\b", "é"])
+def test_run_ids_that_could_name_another_path_are_refused(run_id):
+    with pytest.raises(Exception, match="not a run id"):
+        run_id_flag(run_id)
+
+
+def test_a_run_id_leaving_the_output_is_an_error_and_nothing_outside_is_touched(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "unrelated.txt").write_text("keep me")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "a" / "b" / "out"
+    done = newsloom("run", "--input", empty, "--output", out,
+                    "--run_id", "x/../../../../victim")
+    one_error_line(done, "--run_id", "not a run id")
+    assert (victim / "unrelated.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "victim"]
+
+
+def test_a_run_id_that_names_an_earlier_run_is_refused_and_its_summary_kept(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    (out / "_runs").mkdir(parents=True)
+    (out / "_runs" / "nightly.json").write_text('{"earlier": true}')
+    done = newsloom("run", "--input", empty, "--output", out, "--run_id", "nightly")
+    one_error_line(done, "--run_id nightly", "names one run")
+    assert (out / "_runs" / "nightly.json").read_text() == '{"earlier": true}'
+    assert sorted(p.name for p in out.iterdir()) == ["_runs"]
