@@ -1,13 +1,17 @@
 """The command line as a user meets it: flags, paths and outputs checked before anything runs."""
 
+import fcntl
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from pipeline.options import run_id_flag
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SEEDS
 
 
 def newsloom(*args, timeout=300, **kwargs):
@@ -64,3 +68,56 @@ def test_a_run_id_that_names_an_earlier_run_is_refused_and_its_summary_kept(tmp_
     one_error_line(done, "--run_id nightly", "names one run")
     assert (out / "_runs" / "nightly.json").read_text() == '{"earlier": true}'
     assert sorted(p.name for p in out.iterdir()) == ["_runs"]
+
+
+def start_newsloom(*args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(condition, what, deadline=180):
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end, f"waited {deadline} s for {what}"
+        time.sleep(0.05)
+
+
+def output_locked(out):
+    """Whether a process holds the lock on ``out`` (asked the way a second run asks)."""
+    try:
+        fd = os.open(out / "_lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_a_second_run_into_a_busy_output_is_refused_and_the_lock_dies_with_its_run(tmp_path):
+    out = tmp_path / "out"
+    first = start_newsloom("run", "--input", SEEDS, "--output", out, "--run_id", "first",
+                           "--embedder", "none")
+    try:
+        wait_until(lambda: output_locked(out) or first.poll() is not None, "the first run's lock")
+        assert first.poll() is None, first.communicate()
+        first.send_signal(signal.SIGSTOP)  # paused mid-run, however fast the machine
+        second = newsloom("run", "--input", SEEDS, "--output", out, "--run_id", "second",
+                          "--embedder", "none")
+        one_error_line(second, f"--output {out}", "in use", f"pid {first.pid}")
+        first.kill()  # SIGKILL: the run cannot release anything itself
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert not output_locked(out)
+    third = newsloom("run", "--input", SEEDS, "--output", out, "--run_id", "third",
+                     "--embedder", "none")
+    assert third.returncode == 0, third.stderr
+    assert not (out / "_runs" / "second.json").exists()
+    assert json.loads((out / "_runs" / "third.json").read_text())["articles"] == 4
