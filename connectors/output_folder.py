@@ -5,6 +5,10 @@ One run at a time: a run holds an exclusive lock (``fcntl.flock``) on
 refused. The operating system releases the lock when the process ends, even
 when it is killed, so no stale lock is ever left behind.
 
+A run that dies (killed, or its machine lost) leaves its ``_temporary-<run>/``
+behind. The next run, holding the lock and so sure no other run is writing,
+removes every folder of that pattern directly inside ``OUT``, and nothing else.
+
 A run writes only below its output folder ``OUT``: ``articles/``,
 ``deadletter/``, ``stories/``, ``_runs/<run>.json`` and its own
 ``_temporary-<run>/``, which it creates at start and removes at the end.
@@ -13,11 +17,22 @@ on another filesystem (``gs://``, ``s3://``) the sinks create what they need.
 """
 
 import fcntl
+import logging
 import os
+import re
+import shutil
 from contextlib import contextmanager
 from typing import Iterator
 
 TEMPORARY_PREFIX = "_temporary-"
+# A run id is one path segment of the output: it can name nothing outside it.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+log = logging.getLogger(__name__)
+
+
+def is_run_id(value: str) -> bool:
+    return bool(RUN_ID.fullmatch(value)) and ".." not in value
 
 
 class RunRefused(ValueError):
@@ -32,8 +47,8 @@ def is_local(path: str) -> bool:
 def held_output(output: str, run_id: str) -> Iterator[None]:
     """Prepares local ``output`` for run ``run_id`` for as long as the context lasts.
 
-    Raises ``RunRefused`` when another run holds ``output``, when ``run_id``
-    already names a run there or its temporary folder exists.
+    Raises ``RunRefused`` when another run holds ``output``, or when ``run_id``
+    already names a run there.
     """
     if not is_local(output):
         yield
@@ -58,7 +73,18 @@ def _take(lock: int, output: str) -> None:
     os.pwrite(lock, str(os.getpid()).encode("ascii"), 0)
 
 
+def remove_dead_runs_temporaries(output: str) -> None:
+    """Removes ``output/_temporary-<run id>/`` folders (not links, not files): the
+    caller holds the lock, so they are what dead runs left."""
+    for entry in os.scandir(output):
+        if (entry.name.startswith(TEMPORARY_PREFIX) and entry.is_dir(follow_symlinks=False)
+                and is_run_id(entry.name[len(TEMPORARY_PREFIX):])):
+            shutil.rmtree(entry.path)
+            log.warning("removed %s, left by a run that did not finish", entry.path)
+
+
 def _prepare(output: str, run_id: str) -> Iterator[None]:
+    remove_dead_runs_temporaries(output)
     summary = os.path.join(output, "_runs", f"{run_id}.json")
     if os.path.exists(summary):
         raise RunRefused(f"--run_id {run_id}: {summary} exists; a run id names one run")
@@ -67,8 +93,8 @@ def _prepare(output: str, run_id: str) -> Iterator[None]:
         # The run's files pass through this folder; it must be the run's own.
         os.mkdir(temporary)
     except FileExistsError:
-        raise RunRefused(f"--run_id {run_id}: {temporary} exists: another run with this id "
-                         "is running") from None
+        raise RunRefused(f"--run_id {run_id}: {temporary} exists and is not a folder a run "
+                         "left") from None
     try:
         yield
     finally:

@@ -7,7 +7,6 @@ flag is a Beam pipeline option and passes through untouched (``--runner``,
 
 import argparse
 import os
-import re
 from importlib import resources
 from datetime import datetime, timezone
 from typing import List, Optional
@@ -15,6 +14,7 @@ from typing import List, Optional
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from connectors.kafka_source import is_endless
+from connectors.output_folder import is_run_id
 from pipeline.logic.topics import DEFAULT_TAXONOMY
 
 # Beam's DirectRunner first tries to download the Prism runner from the internet
@@ -23,13 +23,9 @@ DEFAULT_RUNNER = "FnApiRunner"
 DEFAULT_INPUT = str(resources.files("seeds"))
 
 
-# A run id is one path segment of the output: it can name nothing outside it.
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
 def run_id_flag(value: str) -> str:
     """``value`` if it is a safe run id; else ``argparse.ArgumentTypeError`` saying why."""
-    if not RUN_ID.fullmatch(value) or ".." in value:
+    if not is_run_id(value):
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a run id: 1 to 100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit, without '..'")

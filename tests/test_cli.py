@@ -121,3 +121,37 @@ def test_a_second_run_into_a_busy_output_is_refused_and_the_lock_dies_with_its_r
     assert third.returncode == 0, third.stderr
     assert not (out / "_runs" / "second.json").exists()
     assert json.loads((out / "_runs" / "third.json").read_text())["articles"] == 4
+
+
+def test_a_run_removes_what_killed_runs_left_in_the_output_and_nothing_else(tmp_path):
+    out = tmp_path / "out"
+    killed = start_newsloom("run", "--input", SEEDS, "--output", out, "--run_id", "killed",
+                            "--embedder", "none")
+    left = out / "_temporary-killed"
+    try:
+        wait_until(lambda: left.is_dir() or killed.poll() is not None,
+                   "the run's temporary folder")
+        killed.kill()  # SIGKILL, mid-run: nothing of the run can clean up
+        killed.wait(timeout=60)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+            killed.communicate()
+    assert left.is_dir()
+    # Things that only look like a dead run's folder, and must stay.
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.txt").write_text("keep")
+    (out / "_temporary-link").symlink_to(precious, target_is_directory=True)
+    (out / "_temporary-file").write_text("keep")
+    (out / "x_temporary-y").mkdir()
+    (out / "articles" / "_temporary-z").mkdir(parents=True)
+    done = newsloom("run", "--input", SEEDS, "--output", out, "--run_id", "next",
+                    "--embedder", "none")
+    assert done.returncode == 0, done.stderr
+    assert f"removed {left}" in done.stderr
+    assert not left.exists()
+    assert (precious / "data.txt").read_text() == "keep"
+    assert (out / "_temporary-link").is_symlink() and (out / "_temporary-file").exists()
+    assert (out / "x_temporary-y").is_dir() and (out / "articles" / "_temporary-z").is_dir()
+    assert not (out / "_temporary-next").exists()
