@@ -5,10 +5,12 @@ import json
 import sys
 from typing import List, Optional
 
-from pipeline.options import DEFAULT_INPUT, DEFAULT_RUNNER, NewsloomOptions
+from pipeline.options import (DEFAULT_INPUT, DEFAULT_RUNNER, NewsloomOptions,
+                              unknown_pipeline_flags)
 
 BEAM_OPTIONS_HELP = f"""\
-Any other flag is passed to Apache Beam as a pipeline option, for example:
+Any other flag must be one of Apache Beam's pipeline options (on Flink: any
+option of its Java runner), for example:
   --runner=NAME             FnApiRunner (default: {DEFAULT_RUNNER}, batch, in-process),
                             DirectRunner, PrismRunner, FlinkRunner, DataflowRunner
   --direct_num_workers=N    parallel workers for the FnApiRunner/DirectRunner
@@ -56,24 +58,27 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="newsloom",
+        prog="newsloom", allow_abbrev=False,
         description="Multilingual news ingestion on Apache Beam: reads articles, detects "
                     "their languages, finds duplicates and stories, writes Hive-partitioned "
                     "Parquet.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_parser = commands.add_parser(
-        "run", help="run the pipeline over article files",
+        "run", help="run the pipeline over article files", allow_abbrev=False,
         description="Reads article files (.txt, .json, .jsonl, optionally .gz) and writes "
                     "OUTPUT/articles/dt=YYYY-MM-DD/lang=xx/*.parquet, OUTPUT/deadletter/ "
                     "and the run summary OUTPUT/_runs/<run_id>.json, which is also printed.",
         epilog=BEAM_OPTIONS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     NewsloomOptions._add_argparse_args(run_parser)
+    run_parser.set_defaults(command_parser=run_parser)
 
     replay_parser = commands.add_parser(
         "replay", help="publish article files into a Kafka topic as a test stream",
+        allow_abbrev=False,
         description="Publishes what the file source reads (the seed folder by default) as one "
                     "JSON message per article, keyed by article id; creates the topic if "
                     "missing.")
+    replay_parser.set_defaults(command_parser=replay_parser)
     replay_parser.add_argument("input", nargs="?", default=DEFAULT_INPUT,
                                help="a file, directory or glob (default: the bundled seeds/)")
     replay_parser.add_argument("--bootstrap-servers", "--bootstrap_servers", required=True,
@@ -96,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     broker_parser = commands.add_parser(
         "broker", help="run a local single-node Kafka broker for development (needs Java 17, "
-                       "Maven)",
+                       "Maven)", allow_abbrev=False,
         description="Fetches Apache Kafka from Maven Central (cached), starts a KRaft broker "
                     "on 127.0.0.1 and prints its address; Ctrl-C stops it.")
+    broker_parser.set_defaults(command_parser=broker_parser)
     broker_parser.add_argument("--port", type=int, default=None)
     broker_parser.add_argument("--version", default=None,
                                help="Kafka version (default: the tested one)")
@@ -107,7 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args, _ = build_parser().parse_known_args(argv)
+    args, leftover = build_parser().parse_known_args(argv)
+    if args.command == "run":
+        # Flags newsloom does not know go to Beam, but only those Beam knows.
+        leftover = unknown_pipeline_flags(leftover)
+    if leftover:
+        args.command_parser.error(
+            f"unknown flag {leftover[0]}" if leftover[0].startswith("-")
+            else f"unexpected argument {leftover[0]!r}")
     if args.command == "run":
         return _run_command(argv[1:])
     if args.command == "replay":

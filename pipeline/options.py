@@ -6,12 +6,13 @@ flag is a Beam pipeline option and passes through untouched (``--runner``,
 """
 
 import argparse
+import difflib
 import os
 from importlib import resources
 from datetime import datetime, timezone
 from typing import List, Optional
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from connectors.kafka_source import is_endless
 from connectors.output_folder import is_run_id
@@ -123,6 +124,34 @@ class NewsloomOptions(PipelineOptions):
         _flag(parser, "parquet_compression", default="zstd",
               choices=["zstd", "snappy", "gzip", "none"],
               help="Parquet codec (default: zstd)")
+
+
+# Runners that hand every option to a Java runner, which takes options Python's
+# Beam does not declare (Flink's --checkpointing_interval, say).
+JAVA_RUNNERS = {"flinkrunner", "flink", "sparkrunner", "spark", "portablerunner"}
+
+
+def unknown_pipeline_flags(args: List[str]) -> List[str]:
+    """The arguments in ``args`` that no pipeline option, Beam's or newsloom's, takes.
+
+    Beam itself only warns about them and runs on; newsloom refuses them.
+    Abbreviations are unknown too (``--inp`` is not ``--input``). On a Java
+    runner (Flink, Spark, portable) other flags pass through to it, except
+    one that looks like a misspelt newsloom flag.
+    """
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    # As PipelineOptions.get_all_options gathers them: one class of each name.
+    for options_class in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        options_class._add_argparse_args(parser)  # pylint: disable=protected-access
+    unknown = parser.parse_known_args(args)[1]
+    if (flag_value(args, "--runner") or "").lower() not in JAVA_RUNNERS:
+        return unknown
+    newsloom = argparse.ArgumentParser(add_help=False)
+    NewsloomOptions._add_argparse_args(newsloom)  # pylint: disable=protected-access
+    ours = [flag for action in newsloom._actions for flag in action.option_strings]
+    return [arg for arg in unknown if arg.startswith("-") and (
+        any(flag.startswith(arg.split("=")[0]) for flag in ours)
+        or difflib.get_close_matches(arg.split("=")[0], ours, n=1, cutoff=0.8))]
 
 
 def flag_value(argv: List[str], flag: str) -> Optional[str]:
