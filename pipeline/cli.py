@@ -21,7 +21,7 @@ See `python -m apache_beam.examples.wordcount --help` for every Beam option.
 
 
 def _run_command(argv: List[str]) -> int:
-    from connectors.output_folder import RunRefused
+    from connectors.run_paths import RunRefused
     from pipeline.graph import run  # Beam's import is slow: not needed for --help
     try:
         summary = run(argv)

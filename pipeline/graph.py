@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from connectors.file_source import ReadArticleFiles
 from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
-from connectors.output_folder import held_output
+from connectors.run_paths import check_input, held_output
 from connectors.parquet_sink import ParquetPartitionSink, day_of
 from pipeline.steps.admit_on_time import SECOND, AdmitOnTime, EventWindows, micros_of
 from pipeline.steps.detect_language import DetectLanguage
@@ -75,13 +75,15 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     ``source``, when given, replaces the file or Kafka read: a transform giving
     ``articles`` and ``dead_letter`` outputs, such as ``ReadTestStream``.
     A stream runs until it is cancelled; it writes no run summary.
-    Raises ``RunRefused`` before reading anything when the output cannot be
-    the run's (see ``connectors.output_folder``).
+    Raises ``RunRefused`` before reading anything when the input is missing
+    or the output cannot be the run's (see ``connectors.run_paths``).
     """
     argv = normalise_argv(argv)
     opts = PipelineOptions(argv).view_as(NewsloomOptions)
     if opts.run_id is None:
         argv.append(f"--run_id={new_run_id()}")
+    if source is None and not opts.kafka_bootstrap_servers:
+        check_input(opts.input)
     with held_output(opts.output, PipelineOptions(argv).view_as(NewsloomOptions).run_id), \
             local_runner(argv) as runner_argv:
         options = PipelineOptions(runner_argv)

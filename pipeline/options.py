@@ -15,7 +15,7 @@ from typing import List, Optional
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from connectors.kafka_source import is_endless
-from connectors.output_folder import is_run_id
+from connectors.run_paths import is_run_id
 from pipeline.logic.topics import DEFAULT_TAXONOMY
 
 # Beam's DirectRunner first tries to download the Prism runner from the internet

@@ -3,6 +3,7 @@
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,3 +184,51 @@ def test_beams_own_flags_pass_through(tmp_path):
                                    "--state_backend", "rocksdb", "--outptu", "X"]) == ["--outptu"]
     assert unknown_pipeline_flags(["--checkpointing_interval=60000"]) == [
         "--checkpointing_interval=60000"]
+
+
+def test_a_missing_input_is_one_clear_line_before_anything_is_made(tmp_path):
+    done = newsloom("run", "--input", tmp_path / "missing", "--output", tmp_path / "out")
+    one_error_line(done, f"--input {tmp_path / 'missing'}", "no such file")
+    assert not (tmp_path / "out").exists()
+
+
+def read_only_folder_run(folder, *args):
+    """``newsloom ARGS`` with ``folder`` a read-only file system of its own (root
+    writes anywhere else), in a user and mount namespace."""
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare(1)")
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"user namespaces unavailable: {probe.stderr!r}")
+    script = 'mount -t tmpfs -o ro tmpfs "$1" && shift && exec "$@"'
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(folder),
+                           sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_an_output_that_cannot_be_written_is_one_clear_line_before_anything_is_read(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    one_error_line(newsloom("run", "--input", SEEDS, "--output", a_file),
+                   f"--output {a_file}", "is a file")
+    one_error_line(newsloom("run", "--input", SEEDS, "--output", a_file / "out"),
+                   f"--output {a_file / 'out'}", "cannot be written", "Not a directory")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    for out in (read_only, read_only / "out"):
+        one_error_line(read_only_folder_run(read_only, "run", "--input", SEEDS, "--output", out),
+                       f"--output {out}", "cannot be written", "Read-only file system")
+    assert a_file.read_text() == "not a folder"
+
+
+def test_an_input_with_nothing_to_read_is_a_warning_and_reads_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    for name, source, warning in [("folder", empty, "is a folder without files"),
+                                  ("glob", tmp_path / "no*.jsonl", "matches no file")]:
+        done = newsloom("run", "--input", source, "--output", tmp_path / name,
+                        "--embedder", "none")
+        assert done.returncode == 0, done.stderr
+        assert f"--input {source} {warning}: nothing to read" in done.stderr
+        assert json.loads(done.stdout)["read"] == 0

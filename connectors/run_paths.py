@@ -1,4 +1,8 @@
-"""The output folder as one run holds it: checked and prepared before anything is read.
+"""A run's input and output, checked before anything is read, and its output held.
+
+A missing input is refused; an input that has no file to read (an empty
+folder, a glob matching nothing) is a warning, and the run reads nothing.
+An output that is a file, cannot be created or cannot be written is refused.
 
 One run at a time: a run holds an exclusive lock (``fcntl.flock``) on
 ``OUT/_lock`` from start to end, and a second run into the same output is
@@ -17,6 +21,7 @@ on another filesystem (``gs://``, ``s3://``) the sinks create what they need.
 """
 
 import fcntl
+import glob
 import logging
 import os
 import re
@@ -43,18 +48,36 @@ def is_local(path: str) -> bool:
     return "://" not in path
 
 
+def check_input(path: str) -> None:
+    """Refuses a local ``path`` that does not exist; warns when it has no file to read."""
+    if not is_local(path):
+        return  # the read itself reports what it cannot find
+    if glob.has_magic(path):
+        if not any(os.path.isfile(p) for p in glob.iglob(path, recursive=True)):
+            log.warning("--input %s matches no file: nothing to read", path)
+    elif not os.path.exists(path):
+        raise RunRefused(f"--input {path}: no such file or folder")
+    elif os.path.isdir(path) and not any(files for _, _, files in os.walk(path)):
+        log.warning("--input %s is a folder without files: nothing to read", path)
+
+
 @contextmanager
 def held_output(output: str, run_id: str) -> Iterator[None]:
     """Prepares local ``output`` for run ``run_id`` for as long as the context lasts.
 
-    Raises ``RunRefused`` when another run holds ``output``, or when ``run_id``
-    already names a run there.
+    Raises ``RunRefused`` when ``output`` is a file or cannot be written, when
+    another run holds it, or when ``run_id`` already names a run there.
     """
     if not is_local(output):
         yield
         return
-    os.makedirs(output, exist_ok=True)
-    lock = os.open(os.path.join(output, "_lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise RunRefused(f"--output {output} is a file, not a folder")
+    try:
+        os.makedirs(output, exist_ok=True)
+        lock = os.open(os.path.join(output, "_lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RunRefused(f"--output {output} cannot be written: {e.strerror}") from None
     try:
         _take(lock, output)
         yield from _prepare(output, run_id)
