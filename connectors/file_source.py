@@ -15,6 +15,7 @@ dead-letter row, as does every record that cannot become an article.
 import gzip
 import json
 import os
+import zlib
 from datetime import datetime
 from typing import BinaryIO, Iterator, Tuple
 
@@ -24,7 +25,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from connectors.records import (RejectedRecord, article_from_json, article_from_json_bytes,
-                                check_size, decode_text, new_article)
+                                check_size, decode_text, new_article, parse_json)
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, make_dead_letter
 
 # What ArticleFileParser.parse yields each record as.
@@ -33,6 +34,10 @@ ARTICLE, DEAD_LETTER = "article", "dead_letter"
 # A .json file is parsed whole; larger inputs belong in JSON Lines.
 MAX_JSON_FILE_BYTES = 256 * 1024 * 1024
 SUPPORTED = (".txt", ".json", ".jsonl")
+# What reading a file's bytes raises when it is damaged: gzip.BadGzipFile (an
+# OSError) or zlib.error for what is not gzip, EOFError for a truncated one, and
+# any other OSError from the disk.
+READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 def file_kind(path: str) -> Tuple[str, bool]:
@@ -104,27 +109,52 @@ class ArticleFileParser:
             ingested_at=self.ingested_at, max_raw_bytes=self.max_dead_letter_bytes)
 
     def parse(self, path: str, raw_stream: BinaryIO, size: int):
-        """Records of the file at ``path``, read from its (still compressed) ``raw_stream``."""
+        """Records of the file at ``path``, read from its (still compressed) ``raw_stream``.
+
+        A file that fails to read part way (a corrupt or truncated gzip, an I/O
+        error) ends with one dead letter saying where; the records before it stand.
+        """
         kind, gzipped = file_kind(path)
         stream = gzip.GzipFile(fileobj=raw_stream) if gzipped else raw_stream
         with stream:
             if kind == ".jsonl":
-                yield from self._jsonl(stream, path)
+                yield from self._jsonl(stream, path, size, gzipped)
             elif kind in (".txt", ".json"):
-                yield from self._whole_file(stream, path, kind)
+                yield from self._whole_file(stream, path, size, gzipped, kind)
             else:
-                raw = stream.read(self.max_dead_letter_bytes)
+                try:
+                    raw = stream.read(self.max_dead_letter_bytes)
+                except READ_ERRORS as e:
+                    yield self._read_failed(e, path=path, size=size, gzipped=gzipped)
+                    return
                 yield self._dead_letter(
                     RejectedRecord("unsupported_file",
                                    f"unknown file type {kind or '(none)'}; the file source reads "
                                    f"{', '.join(SUPPORTED)}, optionally gzipped"),
                     raw=raw, raw_size=size, origin=path, origin_offset=0)
 
-    def _whole_file(self, stream: BinaryIO, path: str, kind: str):
+    def _read_failed(self, error: Exception, *, path: str, size: int, gzipped: bool,
+                     line: int = 0, byte_offset=None):
+        """The dead letter of a file whose reading failed at ``line`` (0: the whole file)."""
+        corrupt = gzipped and isinstance(error, (gzip.BadGzipFile, EOFError, zlib.error))
+        where = (f" at line {line} (byte {byte_offset} of the "
+                 f"{'decompressed ' if gzipped else ''}data; the lines before it are read)"
+                 if line else "")
+        what = "is not gzip or is truncated" if corrupt else "could not be read"
+        return self._dead_letter(
+            RejectedRecord("corrupt_gzip" if corrupt else "unreadable",
+                           f"{path} {what}{where}: {type(error).__name__}: {error}"),
+            raw=b"", raw_size=size, origin=path, origin_offset=line, byte_offset=byte_offset)
+
+    def _whole_file(self, stream: BinaryIO, path: str, file_size: int, gzipped: bool, kind: str):
         limit = self.max_article_bytes if kind == ".txt" else MAX_JSON_FILE_BYTES
-        raw = stream.read(limit + 1)
-        # Count an oversized file's bytes without holding them.
-        size = len(raw) + sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 20), b""))
+        try:
+            raw = stream.read(limit + 1)
+            # Count an oversized file's bytes without holding them.
+            size = len(raw) + sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 20), b""))
+        except READ_ERRORS as e:
+            yield self._read_failed(e, path=path, size=file_size, gzipped=gzipped)
+            return
         try:
             check_size(size, limit, "file")
             if kind == ".txt":
@@ -132,11 +162,7 @@ class ArticleFileParser:
                                   origin=path, origin_offset=0, ingested_at=self.ingested_at,
                                   max_article_bytes=self.max_article_bytes)
                 return
-            document = json.loads(decode_text(raw))
-        except json.JSONDecodeError as e:
-            yield self._dead_letter(RejectedRecord("malformed_json", f"invalid JSON: {e}"),
-                                    raw=raw, raw_size=size, origin=path, origin_offset=0)
-            return
+            document = parse_json(decode_text(raw))
         except RejectedRecord as e:
             yield self._dead_letter(e, raw=raw, raw_size=size, origin=path, origin_offset=0)
             return
@@ -147,22 +173,45 @@ class ArticleFileParser:
                                         ingested_at=self.ingested_at,
                                         max_article_bytes=self.max_article_bytes)
             except RejectedRecord as e:
-                element = json.dumps(record, ensure_ascii=False).encode("utf-8")
+                element = json_element_bytes(record)
                 yield self._dead_letter(e, raw=element, raw_size=len(element), origin=path,
                                         origin_offset=index)
 
-    def _jsonl(self, stream: BinaryIO, path: str):
-        for number, offset, line, size in iter_lines(stream, self.max_article_bytes):
-            if not line.strip():
-                continue
+    def _jsonl(self, stream: BinaryIO, path: str, file_size: int, gzipped: bool):
+        lines = iter_lines(stream, self.max_article_bytes)
+        number, offset = 1, 0  # where the next line starts
+        while True:
             try:
-                check_size(size, self.max_article_bytes, "line")
-                yield ARTICLE, article_from_json_bytes(
-                    line, origin=path, origin_offset=number, ingested_at=self.ingested_at,
-                    max_article_bytes=self.max_article_bytes)
-            except RejectedRecord as e:
-                yield self._dead_letter(e, raw=line, raw_size=size, origin=path,
-                                        origin_offset=number, byte_offset=offset)
+                line_read = next(lines, None)
+            except READ_ERRORS as e:
+                yield self._read_failed(e, path=path, size=file_size, gzipped=gzipped,
+                                        line=number, byte_offset=offset)
+                return
+            if line_read is None:
+                return
+            number, offset, line, size = line_read
+            if line.strip():
+                try:
+                    check_size(size, self.max_article_bytes, "line")
+                    yield ARTICLE, article_from_json_bytes(
+                        line, origin=path, origin_offset=number, ingested_at=self.ingested_at,
+                        max_article_bytes=self.max_article_bytes)
+                except RejectedRecord as e:
+                    yield self._dead_letter(e, raw=line, raw_size=size, origin=path,
+                                            origin_offset=number, byte_offset=offset)
+            number, offset = number + 1, offset + size
+
+
+def json_element_bytes(record) -> bytes:
+    """One element of a JSON array as JSON bytes, for its dead-letter row.
+
+    Lone surrogates stay ``\\ud800`` escapes; an element nested too deep to
+    write back is kept as nothing (the file's other rows still say where it was).
+    """
+    try:
+        return json.dumps(record, ensure_ascii=False).encode("utf-8", "backslashreplace")
+    except RecursionError:
+        return b""
 
 
 def read_article_files(path: str, parser: ArticleFileParser):

@@ -6,6 +6,7 @@ a :class:`RejectedRecord` that the source turns into a dead-letter row.
 """
 
 import json
+import sys
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
@@ -105,6 +106,19 @@ def _check_json_types(record: Dict[str, Any]) -> None:
                 raise RejectedRecord(
                     "invalid_field",
                     f"field {key!r} must be {' or '.join(names)}, got {type(value).__name__}")
+            if isinstance(value, str):
+                _check_encodable(key, value)
+
+
+def _check_encodable(key: str, value: str) -> None:
+    # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 writer takes.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RejectedRecord(
+            "invalid_unicode", f"field {key!r} holds a lone surrogate "
+            f"\\u{ord(value[e.start]):04x} at character {e.start}: not encodable as UTF-8"
+        ) from None
 
 
 def article_from_json(record: Any, *, origin: str, origin_offset: int,
@@ -142,11 +156,17 @@ def article_from_json(record: Any, *, origin: str, origin_offset: int,
         published_at=published_at)
 
 
-def article_from_json_bytes(raw: bytes, **where: Any) -> Article:
-    """An article from one JSON document's bytes (a JSONL line, a Kafka message)."""
-    text = decode_text(raw)
+def parse_json(text: str) -> Any:
+    """The JSON value of ``text``; a ``RejectedRecord`` if it does not parse."""
     try:
-        record = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise RejectedRecord("malformed_json", f"invalid JSON: {e}") from None
-    return article_from_json(record, **where)
+    except RecursionError:
+        raise RejectedRecord("too_deep", "the JSON is nested deeper than the parser's "
+                             f"recursion limit ({sys.getrecursionlimit()})") from None
+
+
+def article_from_json_bytes(raw: bytes, **where: Any) -> Article:
+    """An article from one JSON document's bytes (a JSONL line, a Kafka message)."""
+    return article_from_json(parse_json(decode_text(raw)), **where)

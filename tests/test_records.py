@@ -65,6 +65,10 @@ def test_timestamps(value, expected):
     (b'{"body": "caf\xe9"}', "invalid_utf8"),
     (b'{"body": "a\x00b"}', "binary"),
     (b'{"body": "' + b"x" * 20_000 + b'"}', "too_large"),
+    (b'{"body": "a\\ud800b"}', "invalid_unicode"),
+    (b'{"body": "fine", "title": "\\udfff"}', "invalid_unicode"),
+    (b"[" * 10_000 + b"]" * 10_000, "too_deep"),
+    (b'{"body": "x", "extra": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "too_deep"),
 ])
 def test_rejections(raw, reason):
     assert reason_of(raw) == reason
