@@ -55,7 +55,11 @@ REASONS = {
     "unsupported_file": "a file type the file source does not read",
     "corrupt_gzip": "a .gz file that is not gzip, or is truncated; its records before the "
                     "damage are kept",
-    "unreadable": "a file that could not be opened or read (no permission, an I/O error)",
+    "unreadable": "a file that could not be opened or read (no permission, an I/O error, "
+                  "a dangling symbolic link)",
+    "not_regular_file": "a FIFO, device or socket among the input files: only regular "
+                        "files are read",
+    "outside_input": "a symbolic link whose target is outside the input folder: not followed",
     "duplicate_article_id": "an earlier record in the run has the same article_id",
     "late": "on a stream, its event time was behind the watermark by more than the "
             "allowed lateness",

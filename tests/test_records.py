@@ -100,5 +100,6 @@ def test_iter_lines_reads_gzip():
 def test_file_names():
     assert file_kind("/x/feed.JSONL.gz") == (".jsonl", True)
     assert file_kind("/x/a.txt") == (".txt", False)
-    assert article_id_from_path("/x/000_ec83a21fc30a0c64.txt") == "000_ec83a21fc30a0c64"
-    assert article_id_from_path("/x/a.b.txt.gz") == "a.b"
+    assert article_id_from_path("000_ec83a21fc30a0c64.txt") == "000_ec83a21fc30a0c64"
+    assert article_id_from_path("x/a.b.txt.gz") == "x/a.b"
+    assert article_id_from_path("a.b/c.TXT") == "a.b/c"
