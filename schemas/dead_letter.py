@@ -51,6 +51,7 @@ REASONS = {
     "malformed_json": "the JSON does not parse, or is not an object",
     "missing_body": "a JSON record without a non-empty body or text",
     "invalid_field": "a field has the wrong type or an unparseable value",
+    "time_out_of_range": "published_at before 1900 or more than a day after ingestion",
     "too_large": "larger than --max_article_bytes",
     "unsupported_file": "a file type the file source does not read",
     "corrupt_gzip": "a .gz file that is not gzip, or is truncated; its records before the "

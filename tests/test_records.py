@@ -74,6 +74,31 @@ def test_rejections(raw, reason):
     assert reason_of(raw) == reason
 
 
+@pytest.mark.parametrize("published", [
+    "0001-01-01T00:00:00Z", "1677-09-21T00:12:43Z", "1899-12-31T23:59:59Z", "2262-04-11",
+    "9999-12-31T23:59:59-05:00", "2026-01-02T00:00:01Z", 1e20, -1e300, 10 ** 400,
+])
+def test_publication_times_outside_1900_to_a_day_past_ingestion_are_rejected(published):
+    raw = json.dumps({"body": "x", "published_at": published}).encode()
+    assert reason_of(raw) == "time_out_of_range"
+
+
+@pytest.mark.parametrize("published,expected", [
+    ("1900-01-01T00:00:00Z", datetime(1900, 1, 1, tzinfo=timezone.utc)),
+    (0, datetime(1970, 1, 1, tzinfo=timezone.utc)),
+    (-1, datetime(1969, 12, 31, 23, 59, 59, tzinfo=timezone.utc)),
+    ("2026-01-02T00:00:00Z", datetime(2026, 1, 2, tzinfo=timezone.utc)),  # ingestion + 1 day
+])
+def test_publication_times_inside_the_range_are_kept(published, expected):
+    article = article_from_json({"body": "x", "published_at": published}, **WHERE)
+    assert article["published_at"] == expected
+
+
+def test_an_unbounded_number_or_nan_is_a_rejection_not_a_crash():
+    assert reason_of(b'{"body": "x", "published_at": NaN}') == "invalid_field"
+    assert reason_of(b'{"body": "x", "published_at": ' + b"9" * 5000 + b"}") == "malformed_json"
+
+
 def test_byte_order_mark_is_dropped():
     assert decode_text("\ufeffhello".encode("utf-8")) == "hello"
 
