@@ -2,29 +2,30 @@
 
 Formats, told apart by the file name (each may also be gzipped, ``.gz``):
 
-* ``.txt``: one article; the file stem is its id, the whole file its body.
+* ``.txt``: one article; its path below the input root without the extension
+  (``a/x`` for ``a/x.txt``) is its id, the whole file its body.
 * ``.json``: one article object, or an array of them.
 * ``.jsonl``: one article object per line (blank lines are not records).
 
 Fields of a JSON article: see ``schemas.article.INCOMING_JSON_SCHEMA``.
-Files whose name starts with ``.`` or ``_`` (``.DS_Store``, ``_SUCCESS``) are
-not inputs and are passed over; any other file of an unknown type becomes a
-dead-letter row, as does every record that cannot become an article.
+Which files are read, and which are passed over or refused (hidden folders,
+links out of the input, FIFOs), is ``connectors.input_files``. A file of an
+unknown type becomes a dead-letter row, as does every record that cannot
+become an article.
 """
 
 import gzip
 import json
 import os
+import zlib
 from datetime import datetime
-from typing import BinaryIO, Iterator, Tuple
+from typing import BinaryIO, Iterable, Iterator, Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
+from connectors.input_files import InputFile, list_input, open_input
 from connectors.records import (RejectedRecord, article_from_json, article_from_json_bytes,
-                                check_size, decode_text, new_article)
+                                check_size, decode_text, new_article, parse_json)
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, make_dead_letter
 
 # What ArticleFileParser.parse yields each record as.
@@ -33,6 +34,10 @@ ARTICLE, DEAD_LETTER = "article", "dead_letter"
 # A .json file is parsed whole; larger inputs belong in JSON Lines.
 MAX_JSON_FILE_BYTES = 256 * 1024 * 1024
 SUPPORTED = (".txt", ".json", ".jsonl")
+# What reading a file's bytes raises when it is damaged: gzip.BadGzipFile (an
+# OSError) or zlib.error for what is not gzip, EOFError for a truncated one, and
+# any other OSError from the disk.
+READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 def file_kind(path: str) -> Tuple[str, bool]:
@@ -43,10 +48,13 @@ def file_kind(path: str) -> Tuple[str, bool]:
     return os.path.splitext(stem)[1], gzipped
 
 
-def article_id_from_path(path: str) -> str:
-    """A .txt file's article id: its name without the extension(s)."""
-    name = os.path.basename(path)
-    return name[:-3].rsplit(".", 1)[0] if name.lower().endswith(".gz") else name.rsplit(".", 1)[0]
+def article_id_from_path(relative: str) -> str:
+    """A .txt file's article id: its path below the input root without the extension
+    (and ``.gz``), so ``a/x.txt`` and ``b/x.txt`` stay apart."""
+    name = relative[:-3] if relative.lower().endswith(".gz") else relative
+    folder, _, file_name = name.rpartition("/")
+    stem = file_name.rsplit(".", 1)[0]
+    return f"{folder}/{stem}" if folder else stem
 
 
 def iter_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[Tuple[int, int, bytes, int]]:
@@ -72,17 +80,6 @@ def iter_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[Tuple[int, int
         offset += size
 
 
-def expand_input(path: str) -> str:
-    """A glob for ``path``: a directory means every file below it."""
-    if path.endswith("/") or os.path.isdir(path):
-        return FileSystems.join(path.rstrip("/"), "**")
-    return path
-
-
-def is_input_file(path: str) -> bool:
-    return not os.path.basename(path).startswith((".", "_"))
-
-
 class ArticleFileParser:
     """Parses one article file into ``(ARTICLE, article)`` and ``(DEAD_LETTER, row)`` pairs.
 
@@ -103,40 +100,82 @@ class ArticleFileParser:
             byte_offset=byte_offset, article_id=error.article_id, raw=raw, raw_size=raw_size,
             ingested_at=self.ingested_at, max_raw_bytes=self.max_dead_letter_bytes)
 
-    def parse(self, path: str, raw_stream: BinaryIO, size: int):
-        """Records of the file at ``path``, read from its (still compressed) ``raw_stream``."""
+    def read(self, entry: InputFile):
+        """Records of one input file; a refused or unopenable file is one dead letter."""
+        refusal = entry.refused
+        if refusal is None:
+            try:
+                raw_stream, size = open_input(entry)
+            except RejectedRecord as e:
+                refusal = e.reason, str(e)
+            except OSError as e:
+                refusal = "unreadable", f"{entry.path} could not be opened: {type(e).__name__}: {e}"
+        if refusal is not None:
+            yield self._dead_letter(RejectedRecord(*refusal), raw=b"", raw_size=0,
+                                    origin=entry.path, origin_offset=0)
+            return
+        with raw_stream:
+            yield from self.parse(entry.path, raw_stream, size, entry.relative)
+
+    def parse(self, path: str, raw_stream: BinaryIO, size: int, relative: Optional[str] = None):
+        """Records of the file at ``path``, read from its (still compressed) ``raw_stream``.
+
+        ``relative``: its path below the input root (default: its name), whence
+        a ``.txt`` file's id. A file that fails to read part way (a corrupt or
+        truncated gzip, an I/O error) ends with one dead letter saying where;
+        the records before it stand.
+        """
         kind, gzipped = file_kind(path)
         stream = gzip.GzipFile(fileobj=raw_stream) if gzipped else raw_stream
         with stream:
             if kind == ".jsonl":
-                yield from self._jsonl(stream, path)
+                yield from self._jsonl(stream, path, size, gzipped)
             elif kind in (".txt", ".json"):
-                yield from self._whole_file(stream, path, kind)
+                yield from self._whole_file(stream, path, size, gzipped, kind,
+                                            relative or os.path.basename(path))
             else:
-                raw = stream.read(self.max_dead_letter_bytes)
+                try:
+                    raw = stream.read(self.max_dead_letter_bytes)
+                except READ_ERRORS as e:
+                    yield self._read_failed(e, path=path, size=size, gzipped=gzipped)
+                    return
                 yield self._dead_letter(
                     RejectedRecord("unsupported_file",
                                    f"unknown file type {kind or '(none)'}; the file source reads "
                                    f"{', '.join(SUPPORTED)}, optionally gzipped"),
                     raw=raw, raw_size=size, origin=path, origin_offset=0)
 
-    def _whole_file(self, stream: BinaryIO, path: str, kind: str):
+    def _read_failed(self, error: Exception, *, path: str, size: int, gzipped: bool,
+                     line: int = 0, byte_offset=None):
+        """The dead letter of a file whose reading failed at ``line`` (0: the whole file)."""
+        corrupt = gzipped and isinstance(error, (gzip.BadGzipFile, EOFError, zlib.error))
+        where = (f" at line {line} (byte {byte_offset} of the "
+                 f"{'decompressed ' if gzipped else ''}data; the lines before it are read)"
+                 if line else "")
+        what = "is not gzip or is truncated" if corrupt else "could not be read"
+        return self._dead_letter(
+            RejectedRecord("corrupt_gzip" if corrupt else "unreadable",
+                           f"{path} {what}{where}: {type(error).__name__}: {error}"),
+            raw=b"", raw_size=size, origin=path, origin_offset=line, byte_offset=byte_offset)
+
+    def _whole_file(self, stream: BinaryIO, path: str, file_size: int, gzipped: bool, kind: str,
+                    relative: str):
         limit = self.max_article_bytes if kind == ".txt" else MAX_JSON_FILE_BYTES
-        raw = stream.read(limit + 1)
-        # Count an oversized file's bytes without holding them.
-        size = len(raw) + sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 20), b""))
+        try:
+            raw = stream.read(limit + 1)
+            # Count an oversized file's bytes without holding them.
+            size = len(raw) + sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 20), b""))
+        except READ_ERRORS as e:
+            yield self._read_failed(e, path=path, size=file_size, gzipped=gzipped)
+            return
         try:
             check_size(size, limit, "file")
             if kind == ".txt":
-                yield ARTICLE, new_article(body=decode_text(raw), article_id=article_id_from_path(path),
+                yield ARTICLE, new_article(body=decode_text(raw), article_id=article_id_from_path(relative),
                                   origin=path, origin_offset=0, ingested_at=self.ingested_at,
                                   max_article_bytes=self.max_article_bytes)
                 return
-            document = json.loads(decode_text(raw))
-        except json.JSONDecodeError as e:
-            yield self._dead_letter(RejectedRecord("malformed_json", f"invalid JSON: {e}"),
-                                    raw=raw, raw_size=size, origin=path, origin_offset=0)
-            return
+            document = parse_json(decode_text(raw))
         except RejectedRecord as e:
             yield self._dead_letter(e, raw=raw, raw_size=size, origin=path, origin_offset=0)
             return
@@ -147,42 +186,59 @@ class ArticleFileParser:
                                         ingested_at=self.ingested_at,
                                         max_article_bytes=self.max_article_bytes)
             except RejectedRecord as e:
-                element = json.dumps(record, ensure_ascii=False).encode("utf-8")
+                element = json_element_bytes(record)
                 yield self._dead_letter(e, raw=element, raw_size=len(element), origin=path,
                                         origin_offset=index)
 
-    def _jsonl(self, stream: BinaryIO, path: str):
-        for number, offset, line, size in iter_lines(stream, self.max_article_bytes):
-            if not line.strip():
-                continue
+    def _jsonl(self, stream: BinaryIO, path: str, file_size: int, gzipped: bool):
+        lines = iter_lines(stream, self.max_article_bytes)
+        number, offset = 1, 0  # where the next line starts
+        while True:
             try:
-                check_size(size, self.max_article_bytes, "line")
-                yield ARTICLE, article_from_json_bytes(
-                    line, origin=path, origin_offset=number, ingested_at=self.ingested_at,
-                    max_article_bytes=self.max_article_bytes)
-            except RejectedRecord as e:
-                yield self._dead_letter(e, raw=line, raw_size=size, origin=path,
-                                        origin_offset=number, byte_offset=offset)
+                line_read = next(lines, None)
+            except READ_ERRORS as e:
+                yield self._read_failed(e, path=path, size=file_size, gzipped=gzipped,
+                                        line=number, byte_offset=offset)
+                return
+            if line_read is None:
+                return
+            number, offset, line, size = line_read
+            if line.strip():
+                try:
+                    check_size(size, self.max_article_bytes, "line")
+                    yield ARTICLE, article_from_json_bytes(
+                        line, origin=path, origin_offset=number, ingested_at=self.ingested_at,
+                        max_article_bytes=self.max_article_bytes)
+                except RejectedRecord as e:
+                    yield self._dead_letter(e, raw=line, raw_size=size, origin=path,
+                                            origin_offset=number, byte_offset=offset)
+            number, offset = number + 1, offset + size
 
 
-def read_article_files(path: str, parser: ArticleFileParser):
+def json_element_bytes(record) -> bytes:
+    """One element of a JSON array as JSON bytes, for its dead-letter row.
+
+    Lone surrogates stay ``\\ud800`` escapes; an element nested too deep to
+    write back is kept as nothing (the file's other rows still say where it was).
+    """
+    try:
+        return json.dumps(record, ensure_ascii=False).encode("utf-8", "backslashreplace")
+    except RecursionError:
+        return b""
+
+
+def read_article_files(path: str, parser: ArticleFileParser, exclude: Iterable[str] = ()):
     """Every record of the files at ``path`` (as ``ReadArticleFiles`` reads them), without Beam."""
-    for metadata in FileSystems.match([expand_input(path)])[0].metadata_list:
-        if is_input_file(metadata.path):
-            stream = FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED)
-            yield from parser.parse(metadata.path, stream, metadata.size_in_bytes)
+    for entry in list_input(path, exclude):
+        yield from parser.read(entry)
 
 
-class _ParseArticleFileFn(beam.DoFn):
+class _ReadArticleFileFn(beam.DoFn):
     def __init__(self, parser: ArticleFileParser):
         self.parser = parser
 
-    def process(self, readable: fileio.ReadableFile):
-        path = readable.metadata.path
-        if not is_input_file(path):
-            return
-        stream = readable.open(compression_type=CompressionTypes.UNCOMPRESSED)
-        for kind, record in self.parser.parse(path, stream, readable.metadata.size_in_bytes):
+    def process(self, entry: InputFile):
+        for kind, record in self.parser.read(entry):
             yield record if kind == ARTICLE else beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, record)
 
 
@@ -193,22 +249,28 @@ class ReadArticleFiles(beam.PTransform):
 
     Args:
         path: a file, a directory (every file below it) or a glob; any
-            filesystem Beam knows (local, gs://, s3://...).
+            filesystem Beam knows (local, gs://, s3://...). What is read and
+            what is passed over: ``connectors.input_files``.
         ingested_at: the ingestion time stamped on every record (the run's start).
         max_article_bytes: records or files over this size are dead-lettered.
         max_dead_letter_bytes: how much of a rejected record's raw bytes to keep.
+        exclude: folders never read, such as the run's own output.
     """
 
     def __init__(self, path: str, ingested_at: datetime, max_article_bytes: int,
-                 max_dead_letter_bytes: int):
+                 max_dead_letter_bytes: int, exclude: Iterable[str] = ()):
         super().__init__()
-        self.pattern = expand_input(path)
-        self.parse = _ParseArticleFileFn(
+        self.path = path
+        self.exclude = tuple(exclude)
+        self.read = _ReadArticleFileFn(
             ArticleFileParser(ingested_at, max_article_bytes, max_dead_letter_bytes))
 
     def expand(self, pbegin):
+        path, exclude = self.path, self.exclude
         return (pbegin
-                | "MatchFiles" >> fileio.MatchFiles(self.pattern)
-                | "ReadMatches" >> fileio.ReadMatches()
-                | "ParseArticles" >> beam.ParDo(self.parse).with_outputs(
+                | "Impulse" >> beam.Impulse()
+                | "ListFiles" >> beam.FlatMap(lambda _: list_input(path, exclude))
+                # Spread the files over workers: the listing is one element's output.
+                | "Spread" >> beam.Reshuffle()
+                | "ParseArticles" >> beam.ParDo(self.read).with_outputs(
                     DEAD_LETTER_OUTPUT, main="articles"))

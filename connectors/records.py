@@ -6,7 +6,8 @@ a :class:`RejectedRecord` that the source turns into a dead-letter row.
 """
 
 import json
-from datetime import datetime, timezone
+import sys
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Optional
 
 from common.text import content_hash
@@ -21,6 +22,12 @@ _JSON_TYPES = {
 }
 # Epoch numbers above this are taken as milliseconds (it is 5138 AD in seconds).
 _EPOCH_MILLIS_FROM = 1e11
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# The publication times kept: from 1900 to a day past ingestion (time zones and
+# clock skew). Outside it a time is a mistake (year 1, epoch 1e20), and each
+# such day would make a partition of its own.
+EARLIEST_PUBLISHED = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_PUBLISHED_AFTER_INGESTION = timedelta(days=1)
 
 
 class RejectedRecord(Exception):
@@ -44,12 +51,17 @@ def decode_text(raw: bytes) -> str:
 
 
 def parse_timestamp(value: Any) -> datetime:
-    """A UTC datetime from ISO 8601 text (naive means UTC) or epoch seconds/milliseconds."""
+    """A UTC datetime from ISO 8601 text (naive means UTC) or epoch seconds/milliseconds.
+
+    Raises ``ValueError`` for what is not a time, ``OverflowError`` for a time
+    past what ``datetime`` holds (years 1 to 9999).
+    """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a time")
     if isinstance(value, (int, float)):
         seconds = value / 1000 if abs(value) >= _EPOCH_MILLIS_FROM else value
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        # Not fromtimestamp: its range and errors depend on the platform's time_t.
+        return _EPOCH + timedelta(seconds=seconds)
     moment = datetime.fromisoformat(value.strip())
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
@@ -92,6 +104,27 @@ def new_article(*, body: str, origin: str, origin_offset: int, ingested_at: date
     }
 
 
+def published_time(published: Any, ingested_at: datetime,
+                   article_id: Optional[str] = None) -> datetime:
+    """The UTC publication time of a JSON ``published_at`` value, checked against the
+    kept range (``EARLIEST_PUBLISHED`` to a day past ``ingested_at``)."""
+    latest = ingested_at + LATEST_PUBLISHED_AFTER_INGESTION
+    out_of_range = RejectedRecord(
+        "time_out_of_range", f"published_at {published!r:.80} is outside the kept range "
+        f"{EARLIEST_PUBLISHED:%Y-%m-%d} to {latest.isoformat()} (a day past ingestion)",
+        article_id)
+    try:
+        moment = parse_timestamp(published)
+    except OverflowError:
+        raise out_of_range from None
+    except ValueError as e:
+        raise RejectedRecord("invalid_field", f"published_at {published!r:.80} is not a time: {e}",
+                             article_id) from None
+    if not EARLIEST_PUBLISHED <= moment <= latest:
+        raise out_of_range
+    return moment
+
+
 # Each incoming JSON key with the Python types it accepts and their JSON names.
 _ACCEPTED = {key: (tuple(t for name in f.json_type for t in _JSON_TYPES[name]), f.json_type)
              for f in ARTICLE.fields for key in f.json_names}
@@ -105,6 +138,19 @@ def _check_json_types(record: Dict[str, Any]) -> None:
                 raise RejectedRecord(
                     "invalid_field",
                     f"field {key!r} must be {' or '.join(names)}, got {type(value).__name__}")
+            if isinstance(value, str):
+                _check_encodable(key, value)
+
+
+def _check_encodable(key: str, value: str) -> None:
+    # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 writer takes.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RejectedRecord(
+            "invalid_unicode", f"field {key!r} holds a lone surrogate "
+            f"\\u{ord(value[e.start]):04x} at character {e.start}: not encodable as UTF-8"
+        ) from None
 
 
 def article_from_json(record: Any, *, origin: str, origin_offset: int,
@@ -126,11 +172,8 @@ def article_from_json(record: Any, *, origin: str, origin_offset: int,
     if body is None or not body.strip():
         raise RejectedRecord("missing_body", "no non-empty 'body' or 'text' field", article_id)
     published = ARTICLE.json_value(record, "published_at")
-    try:
-        published_at = parse_timestamp(published) if published is not None else None
-    except (ValueError, OverflowError, OSError) as e:
-        raise RejectedRecord("invalid_field",
-                             f"published_at {published!r} is not a time: {e}", article_id) from None
+    published_at = (published_time(published, ingested_at, article_id)
+                    if published is not None else None)
     return new_article(
         body=body, article_id=article_id, origin=origin, origin_offset=origin_offset,
         origin_partition=origin_partition, ingested_at=ingested_at,
@@ -142,11 +185,17 @@ def article_from_json(record: Any, *, origin: str, origin_offset: int,
         published_at=published_at)
 
 
+def parse_json(text: str) -> Any:
+    """The JSON value of ``text``; a ``RejectedRecord`` if it does not parse."""
+    try:
+        return json.loads(text)
+    except ValueError as e:  # JSONDecodeError, or an integer of over 4,300 digits
+        raise RejectedRecord("malformed_json", f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise RejectedRecord("too_deep", "the JSON is nested deeper than the parser's "
+                             f"recursion limit ({sys.getrecursionlimit()})") from None
+
+
 def article_from_json_bytes(raw: bytes, **where: Any) -> Article:
     """An article from one JSON document's bytes (a JSONL line, a Kafka message)."""
-    text = decode_text(raw)
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RejectedRecord("malformed_json", f"invalid JSON: {e}") from None
-    return article_from_json(record, **where)
+    return article_from_json(parse_json(decode_text(raw)), **where)

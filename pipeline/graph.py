@@ -145,7 +145,7 @@ def build(p: beam.Pipeline, options: PipelineOptions,
     else:
         read = p | "ReadArticleFiles" >> ReadArticleFiles(
             opts.input, ingested_at=started_at, max_article_bytes=opts.max_article_bytes,
-            max_dead_letter_bytes=opts.max_dead_letter_bytes)
+            max_dead_letter_bytes=opts.max_dead_letter_bytes, exclude=[opts.output])
     articles = read.articles | "AtEventTime" >> beam.Map(at_event_time)
     rejected = [read[DEAD_LETTER_OUTPUT]]
     if windows:

@@ -43,13 +43,24 @@ DEAD_LETTER_OUTPUT = "dead_letter"
 # Why a record can be dead-lettered. Kept as a closed set so dashboards can rely on it.
 REASONS = {
     "invalid_utf8": "bytes are not valid UTF-8",
+    "invalid_unicode": "a JSON string holds a lone surrogate escape (\\ud800), which is not "
+                       "text",
+    "too_deep": "the JSON is nested deeper than the parser's recursion limit",
     "binary": "the content holds NUL bytes: not text",
     "empty": "no text after stripping white space",
     "malformed_json": "the JSON does not parse, or is not an object",
     "missing_body": "a JSON record without a non-empty body or text",
     "invalid_field": "a field has the wrong type or an unparseable value",
+    "time_out_of_range": "published_at before 1900 or more than a day after ingestion",
     "too_large": "larger than --max_article_bytes",
     "unsupported_file": "a file type the file source does not read",
+    "corrupt_gzip": "a .gz file that is not gzip, or is truncated; its records before the "
+                    "damage are kept",
+    "unreadable": "a file that could not be opened or read (no permission, an I/O error, "
+                  "a dangling symbolic link)",
+    "not_regular_file": "a FIFO, device or socket among the input files: only regular "
+                        "files are read",
+    "outside_input": "a symbolic link whose target is outside the input folder: not followed",
     "duplicate_article_id": "an earlier record in the run has the same article_id",
     "late": "on a stream, its event time was behind the watermark by more than the "
             "allowed lateness",

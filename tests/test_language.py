@@ -59,6 +59,19 @@ def test_short_text_uses_second_opinion_and_hint(detector):
     assert detector.label("ok", hint="sw")[0] == "sw"
 
 
+@pytest.mark.parametrize("hint", ["..", "%2F..", "", " ", "日本語", "x" * 300, "english", "qq"])
+def test_a_hint_that_is_no_known_code_never_becomes_the_language(detector, hint):
+    # "ok" is too short to judge, so a usable hint would decide it.
+    lang = detector.detect("ok", hint=hint).lang
+    assert lang in detector.known_languages() and lang == detector.detect("ok").lang
+
+
+def test_a_known_code_is_taken_in_any_case_or_region_form(detector):
+    assert detector.detect("ok", hint=" SW ").lang == "sw"
+    assert detector.detect("ok", hint="pt-BR").lang == "pt"
+    assert {"en", "bn", "ar", "als", "zh"} <= detector.known_languages()
+
+
 @pytest.mark.parametrize("folder,code", [
     ("eng_Latn", "en"), ("ben_Beng", "bn"), ("arb_Arab", "ar"), ("hin_Deva", "hi"),
     ("rus_Cyrl", "ru"), ("spa_Latn", "es"), ("zho_Hans", "zh"), ("swh_Latn", "sw"),

