@@ -1,14 +1,17 @@
 """The newsloom pipeline graph, assembled in one readable ``build()``.
 
     files or Kafka ─ [AdmitOnTime] ─ DropRepeatedIds ─ DetectLanguage ─ FindDuplicates ─ TagTopics ─ WriteArticles
-          │                │               │                   └─ EmbedArticles ──┴────────────┘    │
-          │                │               │                                        SummarizeStories ─ WriteStories
+          │                │               │ ids               └─ EmbedArticles ──┴────────────┘    │ └ WriteStoryState
+          │                │       ReadStoryState ──── earlier runs' articles ─────┘  SummarizeStories ─ WriteStories
           └────────────────┴───────────────┴──── dead letters ────────────────────────── WriteDeadLetters
                                                   (batch) all counts ─── WriteRunSummary
                                  (batch Kafka) offsets, once written ─── CommitOffsets
 
 ``[AdmitOnTime]`` is on a stream only, where late articles become dead letters
 and the sinks write a file per event-time window (``pipeline.steps.admit_on_time``).
+``ReadStoryState`` reads the last story window of what earlier runs wrote to the
+same output (``connectors.story_state``): their ids are repeats, and their
+fingerprints, vectors and stories seed FindDuplicates, so stories continue.
 """
 
 import json
@@ -23,6 +26,7 @@ from connectors.file_source import ReadArticleFiles
 from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
 from connectors.run_paths import check_input, held_output
 from connectors.parquet_sink import ParquetPartitionSink, day_of
+from connectors.story_state import STATE_FOLDER, ReadStoryState
 from pipeline.steps.admit_on_time import SECOND, AdmitOnTime, EventWindows, micros_of
 from pipeline.steps.detect_language import DetectLanguage
 from pipeline.steps.drop_repeated_ids import DropRepeatedIds
@@ -36,6 +40,7 @@ from pipeline.steps.tag_topics import TagTopics
 from schemas import article as article_schema
 from schemas import dead_letter as dead_letter_schema
 from schemas import story as story_schema
+from schemas import story_state as story_state_schema
 from schemas.article import event_time
 from schemas.dead_letter import DEAD_LETTER_OUTPUT
 
@@ -56,6 +61,10 @@ def article_partition(article):
 
 def dead_letter_partition(dead_letter):
     return [("dt", day_of(dead_letter["ingested_at"]))]
+
+
+def story_state_partition(row):
+    return [("dt", day_of(event_time(row)))]
 
 
 def story_partition(story):
@@ -152,18 +161,26 @@ def build(p: beam.Pipeline, options: PipelineOptions,
         admitted = articles | "AdmitOnTime" >> AdmitOnTime(windows, opts.max_dead_letter_bytes)
         articles = admitted.articles
         rejected.append(admitted[DEAD_LETTER_OUTPUT])
+    earlier = p | "ReadStoryState" >> ReadStoryState(opts.output, story_window)
     unique = articles | "DropRepeatedIds" >> DropRepeatedIds(
-        opts.max_dead_letter_bytes, forget_after=story_window if windows else None)
+        opts.max_dead_letter_bytes, forget_after=story_window if windows else None,
+        earlier_ids=earlier | "EarlierIds" >> beam.Map(lambda row: (row["article_id"], {
+            "origin": row["origin"], "origin_offset": row["origin_offset"]})))
     rejected.append(unique[DEAD_LETTER_OUTPUT])
     articles = unique.articles | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
     # One embedding per article serves both translations and topics.
-    embedded = None if opts.embedder == "none" else (
-        articles | "EmbedArticles" >> EmbedArticles(member_of, opts.embedder))
-    articles = articles | "FindDuplicates" >> FindDuplicates(
+    embedded = earlier_embedded = None
+    if opts.embedder != "none":
+        embed = EmbedArticles(member_of, opts.embedder)
+        embedded = articles | "EmbedArticles" >> embed
+        earlier_embedded = earlier | "EarlierVectors" >> embed.from_state()
+    found = articles | "FindDuplicates" >> FindDuplicates(
         opts.near_duplicate_threshold, embedded=embedded,
         paragraph_similarity=opts.paragraph_similarity, coverage=opts.translation_coverage,
         story_link_cosine=opts.story_link_cosine if opts.story_link_cosine < 1 else None,
-        story_window=story_window, assign_every=ASSIGN_EVERY, bounded=windows is None)
+        story_window=story_window, assign_every=ASSIGN_EVERY, bounded=windows is None,
+        earlier=earlier, earlier_embedded=earlier_embedded, embedder=opts.embedder)
+    articles = found["articles"]
     topic_cut = None
     if embedded is not None:
         tag_topics = TagTopics(embedded.vectors, opts.taxonomy, opts.embedder,
@@ -192,6 +209,9 @@ def build(p: beam.Pipeline, options: PipelineOptions,
             run_id, started_at, topic_cut, windows, story_window * SECOND if windows else None)
         | "WriteStories" >> sink("stories", story_schema.STORY, story_schema.PARTITION_COLUMNS,
                                  story_partition, ("story_id",), updated_time_of))
+    _ = found["state"] | "WriteStoryState" >> sink(
+        STATE_FOLDER, story_state_schema.STORY_STATE, story_state_schema.PARTITION_COLUMNS,
+        story_state_partition, ("article_id",), event_time, unique_key="article_id")
     written_dead_letters = dead_letters | "WriteDeadLetters" >> sink(
         "deadletter", dead_letter_schema.DEAD_LETTER, dead_letter_schema.PARTITION_COLUMNS,
         dead_letter_partition, ("origin", "origin_offset"),

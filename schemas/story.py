@@ -1,7 +1,9 @@
 """The story record: one row per story and run, in ``OUTPUT/stories/``.
 
-A story seen again in a later run gets a new row from that run; the row with
-the latest ``updated_at`` is the story's current state.
+A story seen again in a later run (stories continue across runs, see
+``schemas.story_state``) gets a new row from that run, counting that run's
+members; on a stream, a row per window with the run's totals so far. A story's
+current state adds up the latest row of each run (the README's query).
 
 Versions:
     1: first version.

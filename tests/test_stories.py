@@ -38,7 +38,7 @@ def test_separate_stories_stay_separate_and_unmatched_articles_are_their_own():
     result = assign(members, [Match(members[1], members[0], 1.0),
                               Match(members[3], members[2], 1.0)])
     assert result["b"].story_id == "a" and result["d"].story_id == "c"
-    assert result["e"] == singleton("e") and not result["e"].is_duplicate
+    assert result["e"] == singleton(members[4]) and not result["e"].is_duplicate
 
 
 def test_assignments_carry_over_between_passes_and_expired_articles_stand_alone():

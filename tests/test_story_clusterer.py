@@ -59,7 +59,7 @@ def test_a_stream_matches_within_the_story_window_and_forgets_what_is_older():
     options = PipelineOptions(["--runner=BundleBasedDirectRunner"])
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as pipeline:
-        out = pipeline | stream | FindDuplicates(bounded=False, assign_every=10)
+        out = (pipeline | stream | FindDuplicates(bounded=False, assign_every=10))["articles"]
         assert_that(story_fields(out), equal_to(EXPECTED + [("e", "e", None)]))
 
 
@@ -84,7 +84,7 @@ def test_a_batch_run_assigns_the_same_stories_whatever_the_order(shuffled):
     articles = ARTICLES[::-1] if shuffled else ARTICLES
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
         out = (pipeline | beam.Create(articles) | beam.Map(at_event_time)
-               | FindDuplicates(bounded=True))
+               | FindDuplicates(bounded=True))["articles"]
         assert_that(story_fields(out), equal_to(EXPECTED))
 
 

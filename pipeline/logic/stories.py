@@ -13,7 +13,7 @@ an earlier one is a duplicate of the earlier article it matches best.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 import heapq
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -22,6 +22,7 @@ import numpy as np
 from pipeline.logic.minhash import estimated_jaccards
 
 OrderKey = Tuple[int, int, str]
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ STORY_LINK = "story"
 @dataclass(frozen=True)
 class StoryAssignment:
     story_id: str
+    story_order: OrderKey  # the story's canonical article's order key
     is_duplicate: bool
     duplicate_of: Optional[str]
     dup_score: Optional[float]
@@ -84,11 +86,14 @@ class BucketEntry:
 
     ``payload``: for a near bucket the 8-bit MinHash sketch, for a vector
     bucket the float16 article vector, for an exact bucket nothing.
+    ``from_earlier_run``: the article was written by an earlier run and seeds
+    this one's state (see ``schemas.story_state``).
     """
 
     member: Member
     lang: str
     payload: bytes = b""
+    from_earlier_run: bool = False
 
 
 def later_earlier(a: Member, b: Member) -> Tuple[Member, Member]:
@@ -162,6 +167,11 @@ class StoryOf:
     article_time: int  # the assigned article's own event time (microseconds)
 
 
+def micros_to_utc(micros: int) -> datetime:
+    """The UTC time of an order key's microseconds."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
 def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
                     known: Dict[str, StoryOf]) -> Iterator[Tuple[Member, StoryAssignment]]:
     """Assigns ``members`` in time order, given every match in which one is the later article.
@@ -191,7 +201,7 @@ def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
         mine = by_later.get(member.article_id, [])
         if not mine:
             known[member.article_id] = StoryOf(member.article_id, member.order, member.order[0])
-            yield member, singleton(member.article_id)
+            yield member, singleton(member)
             continue
         copies = [m for m in mine if m.kind != STORY_LINK]
         story = min((known.get(m.earlier.article_id,
@@ -201,18 +211,18 @@ def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
         best = best_match(copies)
         if best is not None:
             yield member, StoryAssignment(
-                story_id=story.story_id, is_duplicate=True,
+                story_id=story.story_id, story_order=story.story_order, is_duplicate=True,
                 duplicate_of=best.earlier.article_id, dup_score=round(best.score, 4),
                 duplicate_kind=best.kind, dup_evidence=best.evidence)
         else:
             link = best_match(mine)
             yield member, StoryAssignment(
-                story_id=story.story_id, is_duplicate=False, duplicate_of=None, dup_score=None,
-                linked_to=link.earlier.article_id, link_score=round(link.score, 4),
+                story_id=story.story_id, story_order=story.story_order, is_duplicate=False,
+                duplicate_of=None, dup_score=None, linked_to=link.earlier.article_id, link_score=round(link.score, 4),
                 link_evidence=link.evidence)
 
 
-def singleton(article_id: str) -> StoryAssignment:
+def singleton(member: Member) -> StoryAssignment:
     """The assignment of an article that matched nothing: a story of its own."""
-    return StoryAssignment(story_id=article_id, is_duplicate=False,
-                           duplicate_of=None, dup_score=None)
+    return StoryAssignment(story_id=member.article_id, story_order=member.order,
+                           is_duplicate=False, duplicate_of=None, dup_score=None)

@@ -11,6 +11,9 @@ Which record is kept:
 * A stream: the first to arrive. Its id is remembered for ``forget_after``
   seconds of event time (keyed state with an expiry timer), so memory holds
   the ids of one such span; a repeat arriving later than that is kept again.
+
+Ids that earlier runs wrote (the last story window of the dataset's story
+state, ``connectors.story_state``) are repeats too, whatever their partition.
 """
 
 from typing import Any, Optional, Tuple
@@ -32,10 +35,12 @@ def record_order(article: Article):
             article["origin"], article.get("origin_partition") or 0, article["origin_offset"])
 
 
-def repeat_dead_letter(repeat: Article, first: Article, max_raw_bytes: int):
+def repeat_dead_letter(repeat: Article, first: Article, max_raw_bytes: int,
+                       earlier_run: bool = False):
     return beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, rejected_article(
         repeat, reason="duplicate_article_id", max_raw_bytes=max_raw_bytes,
-        error=f"article_id {repeat['article_id']!r} was already read at "
+        error=f"article_id {repeat['article_id']!r} was already "
+              f"{'written by an earlier run, read' if earlier_run else 'read'} at "
               f"{first['origin']} offset {first['origin_offset']}"))
 
 
@@ -47,9 +52,12 @@ class _KeepFirstArrivalFn(beam.DoFn):
         self.forget_after = Duration.of(forget_after)
         self.max_raw_bytes = max_raw_bytes
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+    def process(self, element, earlier_ids, timestamp=beam.DoFn.TimestampParam,
                 first_state=beam.DoFn.StateParam(FIRST), forget=beam.DoFn.TimerParam(FORGET)):
-        _, article = element
+        article_id, article = element
+        if article_id in earlier_ids:
+            yield repeat_dead_letter(article, earlier_ids[article_id], self.max_raw_bytes, True)
+            return
         first = first_state.read()
         if first is not None:
             yield repeat_dead_letter(article, first, self.max_raw_bytes)
@@ -70,33 +78,47 @@ class DropRepeatedIds(beam.PTransform):
     Returns a ``DoOutputsTuple`` with ``articles`` and ``dead_letter`` outputs.
     Memory: bounded input, one group of records per id (normally one record);
     a stream (``forget_after`` set), one small record per id seen in the last
-    ``forget_after`` seconds of event time.
+    ``forget_after`` seconds of event time. Besides, on every worker, the
+    ``earlier_ids``: ``(article_id, {"origin", "origin_offset"})`` of articles
+    that earlier runs wrote (a side input, so a stream checks none of its
+    records before they are all known), which make every record of their id a
+    repeat.
     """
 
-    def __init__(self, max_dead_letter_bytes: int, forget_after: Optional[float] = None):
+    def __init__(self, max_dead_letter_bytes: int, forget_after: Optional[float] = None,
+                 earlier_ids=None):
         super().__init__()
         if forget_after is not None and forget_after <= 0:
             raise ValueError(f"forget_after must be positive seconds, got {forget_after}")
         self.max_dead_letter_bytes = max_dead_letter_bytes
         self.forget_after = forget_after
+        self.earlier_ids = earlier_ids
 
     def expand(self, articles):
         keyed = articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)) \
             .with_output_types(Tuple[str, Any])  # a typed key gets a deterministic coder
+        earlier_ids = self.earlier_ids if self.earlier_ids is not None else (
+            keyed.pipeline | "NoEarlierIds" >> beam.Create([]))
+        earlier_ids = beam.pvalue.AsDict(earlier_ids)
         if self.forget_after is not None:
             return keyed | "KeepFirstArrival" >> beam.ParDo(_KeepFirstArrivalFn(
-                self.forget_after, self.max_dead_letter_bytes)).with_outputs(
+                self.forget_after, self.max_dead_letter_bytes), earlier_ids).with_outputs(
                     DEAD_LETTER_OUTPUT, main="articles")
         max_raw = self.max_dead_letter_bytes
 
-        def keep_first(keyed):
-            _, records = keyed
-            first, *repeats = sorted(records, key=record_order)
+        def keep_first(keyed, earlier_ids):
+            article_id, records = keyed
+            records = sorted(records, key=record_order)
+            if article_id in earlier_ids:
+                for repeat in records:
+                    yield repeat_dead_letter(repeat, earlier_ids[article_id], max_raw, True)
+                return
+            first, *repeats = records
             yield first
             for repeat in repeats:
                 yield repeat_dead_letter(repeat, first, max_raw)
 
         return (keyed
                 | "GroupById" >> beam.GroupByKey()
-                | "KeepFirst" >> beam.FlatMap(keep_first).with_outputs(
+                | "KeepFirst" >> beam.FlatMap(keep_first, earlier_ids).with_outputs(
                     DEAD_LETTER_OUTPUT, main="articles"))

@@ -118,11 +118,40 @@ class _EmbedBatchFn(beam.DoFn):
             at = event_time(member)
             yield TimestampedValue((member.article_id, embedded), at)
             if len(centred):
-                entry = BucketEntry(member, article["lang"],
-                                    embedded.article_vector.astype(np.float16).tobytes())
-                for key in self.lsh.band_keys(embedded.article_vector):
-                    yield beam.pvalue.TaggedOutput(
-                        BUCKETS, TimestampedValue((f"{VECTOR}:{key}", entry), at))
+                yield from vector_buckets(embedded, self.lsh, at, from_earlier_run=False)
+
+
+def vector_buckets(vectors: ArticleVectors, lsh: HyperplaneLSH, at, from_earlier_run: bool):
+    """The vector-LSH bucket entries of an article, on the ``buckets`` output."""
+    entry = BucketEntry(vectors.member, vectors.lang,
+                        vectors.article_vector.astype(np.float16).tobytes(), from_earlier_run)
+    for key in lsh.band_keys(vectors.article_vector):
+        yield beam.pvalue.TaggedOutput(BUCKETS, TimestampedValue((f"{VECTOR}:{key}", entry), at))
+
+
+class _VectorsOfStateFn(beam.DoFn):
+    """An earlier run's article's vectors and vector buckets, from its story-state row;
+    nothing for a row whose vectors another embedder made (they do not compare)."""
+
+    def __init__(self, embedder: str, bands: int, bits: int, member_of: Callable[[Article], Member]):
+        self.embedder = embedder
+        self.bands = bands
+        self.bits = bits
+        self.member_of = member_of
+        self.lsh = None
+
+    def process(self, row: dict):
+        if row["embedder"] != self.embedder:
+            return
+        if self.lsh is None:
+            self.lsh = HyperplaneLSH(row["dimension"], self.bands, self.bits)
+        member = self.member_of(row)
+        vectors = ArticleVectors(member, row["lang"], row["paragraph_vectors"], row["dimension"],
+                                 frozenset(row["evidence"]))
+        at = event_time(member)
+        yield TimestampedValue((member.article_id, vectors), at)
+        if row["paragraph_vectors"]:
+            yield from vector_buckets(vectors, self.lsh, at, from_earlier_run=True)
 
 
 class EmbedArticles(beam.PTransform):
@@ -143,6 +172,12 @@ class EmbedArticles(beam.PTransform):
             raise ValueError("max_paragraphs and max_chars must be >= 1")
         make_embedder(embedder)  # checks the spec now, not on a worker
         self.embed = _EmbedBatchFn(embedder, max_paragraphs, max_chars, bands, bits, member_of)
+        self.of_state = _VectorsOfStateFn(embedder, bands, bits, member_of)
+
+    def from_state(self) -> beam.PTransform:
+        """Story-state rows of earlier runs in; the same two outputs as this step's, from
+        the vectors the rows keep (marked ``from_earlier_run``), with no embedding."""
+        return beam.ParDo(self.of_state).with_outputs(BUCKETS, main="vectors")
 
     def expand(self, articles):
         return (articles

@@ -34,11 +34,13 @@ from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, p
 from pipeline.steps.embed_articles import ArticleVectors
 from pipeline.logic.evidence import specific_evidence
 from pipeline.logic.minhash import MinHasher, jaccard, shingle_hashes
-from pipeline.logic.stories import STORY_LINK, BucketEntry, Match, Member, order_key
+from pipeline.logic.stories import (STORY_LINK, BucketEntry, Match, Member, StoryAssignment,
+                                    StoryOf, micros_to_utc, order_key)
 from pipeline.steps.story_clusterer import (EXACT, NEAR, VECTOR, JoinById, StoryClusterer,
                                       event_time)
 from common.text import tokens
 from schemas.article import Article
+from schemas.story_state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 
 # Near pairs go on to the exact Jaccard check only if their 8-bit sketch
 # estimate is within this margin of the threshold: about 2 standard errors,
@@ -82,28 +84,63 @@ def candidate_keys(fingerprint: Fingerprint, signature: Optional[np.ndarray],
             yield f"{NEAR}:{fingerprint.lang}:{band}"
 
 
+def fingerprint_of_state(row: dict) -> Fingerprint:
+    """An earlier run's article's fingerprint, from its story-state row."""
+    return Fingerprint(member_of(row), row["lang"], row["content_hash"], row["shingles"])
+
+
+def story_of_state(row: dict) -> StoryOf:
+    """What story assignment knows of an earlier run's article, from its story-state row."""
+    return StoryOf(row["story_id"], order_key(row["story_event_at"], row["story_ingested_at"],
+                                              row["story_id"]), member_of(row).order[0])
+
+
+def story_state_row(article: Article, story: StoryAssignment, fingerprint: Fingerprint,
+                    vectors: Optional[ArticleVectors], embedder: Optional[str]) -> dict:
+    """The ``schemas.story_state`` row of an article, for the runs after this one."""
+    return {"schema_version": STATE_SCHEMA_VERSION, "article_id": article["article_id"],
+            "published_at": article.get("published_at"), "ingested_at": article["ingested_at"],
+            "origin": article["origin"], "origin_offset": article["origin_offset"],
+            "lang": fingerprint.lang, "content_hash": fingerprint.content_hash,
+            "shingles": fingerprint.shingles, "story_id": story.story_id,
+            "story_event_at": micros_to_utc(story.story_order[0]),
+            "story_ingested_at": micros_to_utc(story.story_order[1]),
+            "embedder": embedder if vectors is not None else None,
+            "dimension": vectors.dimension if vectors is not None else None,
+            "paragraph_vectors": vectors.paragraphs if vectors is not None else None,
+            "evidence": sorted(vectors.evidence) if vectors is not None else None}
+
+
 class _FingerprintFn(beam.DoFn):
+    """An article's fingerprint and candidate buckets; with ``from_earlier_run``, an
+    earlier run's from its story-state row."""
+
     BUCKETS = "buckets"
 
-    def __init__(self, shingle_size: int, bands: int, rows: int):
+    def __init__(self, shingle_size: int, bands: int, rows: int, from_earlier_run: bool = False):
         self.shingle_size = shingle_size
         self.bands = bands
         self.rows = rows
+        self.from_earlier_run = from_earlier_run
         self.minhasher = None
 
     def setup(self):
         self.minhasher = MinHasher(bands=self.bands, rows=self.rows)
 
-    def process(self, article: Article):
-        shingles = shingle_hashes(tokens(article["body"]), self.shingle_size)
-        fingerprint = Fingerprint(member_of(article), article["lang"],
-                                  article["content_hash"], shingles.tobytes())
+    def process(self, element: dict):
+        if self.from_earlier_run:
+            fingerprint = fingerprint_of_state(element)
+            shingles = np.frombuffer(fingerprint.shingles, dtype=np.uint32)
+        else:
+            shingles = shingle_hashes(tokens(element["body"]), self.shingle_size)
+            fingerprint = Fingerprint(member_of(element), element["lang"],
+                                      element["content_hash"], shingles.tobytes())
         yield fingerprint.member.article_id, fingerprint
         signature = self.minhasher.signature(shingles) if shingles.size else None
         sketch = MinHasher.sketch(signature) if signature is not None else b""
         for key in candidate_keys(fingerprint, signature, self.minhasher):
-            yield beam.pvalue.TaggedOutput(
-                self.BUCKETS, (key, BucketEntry(fingerprint.member, fingerprint.lang, sketch)))
+            yield beam.pvalue.TaggedOutput(self.BUCKETS, (key, BucketEntry(
+                fingerprint.member, fingerprint.lang, sketch, self.from_earlier_run)))
 
 
 def shingle_match(later: Member, earlier: Member, later_fp: Fingerprint,
@@ -185,8 +222,9 @@ class FindDuplicates(beam.PTransform):
     Only articles within ``story_window`` of each other (event time) match,
     and in a bucket a newcomer meets the ``max_partners`` members nearest to
     it in time.
-    Input article ids must be unique (see ``DropRepeatedIds``). Output: the
-    same articles, one each.
+    Input article ids must be unique (see ``DropRepeatedIds``). Output:
+    ``{"articles": the same articles, one each, "state": their story-state rows}``
+    (``schemas.story_state``).
 
     Args:
         threshold: the Jaccard similarity of word shingles that makes a near duplicate.
@@ -206,6 +244,11 @@ class FindDuplicates(beam.PTransform):
         story_window: seconds of event time an article stays matchable (72 h).
         assign_every: on a stream, how often (event-time seconds) stories are assigned.
         bounded: the input ends (a batch run); see ``pipeline.steps.story_clusterer``.
+        earlier: story-state rows of earlier runs' articles (at their event time),
+            which new articles are matched with and whose stories they join; no
+            output for them. None: no earlier run.
+        earlier_embedded: ``EmbedArticles.from_state`` of ``earlier``, when ``embedded`` is given.
+        embedder: the ``--embedder`` of ``embedded``, recorded in the state rows.
     """
 
     def __init__(self, threshold: float = 0.5, shingle_size: int = 3, bands: int = 40,
@@ -213,8 +256,11 @@ class FindDuplicates(beam.PTransform):
                  paragraph_similarity: Optional[float] = None, coverage: float = 0.5,
                  min_article_cosine: float = 0.35, story_link_cosine: Optional[float] = 0.7,
                  story_window: float = 72 * 3600,
-                 assign_every: float = 10, bounded: bool = True):
+                 assign_every: float = 10, bounded: bool = True, earlier=None,
+                 earlier_embedded=None, embedder: Optional[str] = None):
         super().__init__()
+        if (earlier_embedded is not None) != (earlier is not None and embedded is not None):
+            raise ValueError("earlier_embedded goes with earlier and embedded")
         for name, value in (("threshold", threshold), ("coverage", coverage)):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
@@ -223,6 +269,7 @@ class FindDuplicates(beam.PTransform):
         MinHasher(bands, rows)  # checks bands and rows now, not on a worker
         self.threshold = threshold
         self.fingerprint = _FingerprintFn(shingle_size, bands, rows)
+        self.earlier_fingerprint = _FingerprintFn(shingle_size, bands, rows, from_earlier_run=True)
         self.max_partners = max_partners
         self.embedded = embedded
         # Per language pair from pipeline/data/paragraph_thresholds.json, unless
@@ -239,16 +286,32 @@ class FindDuplicates(beam.PTransform):
         self.story_window = story_window
         self.assign_every = assign_every
         self.bounded = bounded
+        self.earlier = earlier
+        self.earlier_embedded = earlier_embedded
+        self.embedder = embedder
 
     def expand(self, articles):
         fingerprinted = articles | "Fingerprint" >> beam.ParDo(
             self.fingerprint).with_outputs(_FingerprintFn.BUCKETS, main="fingerprints")
         buckets = [fingerprinted[_FingerprintFn.BUCKETS]]
-        features = {NEAR: fingerprinted.fingerprints}
+        fingerprints = [fingerprinted.fingerprints]
+        vectors = [self.embedded.vectors] if self.embedded is not None else []
+        earlier_stories = None
+        if self.earlier is not None:
+            earlier = self.earlier | "EarlierFingerprint" >> beam.ParDo(
+                self.earlier_fingerprint).with_outputs(_FingerprintFn.BUCKETS, main="fingerprints")
+            buckets.append(earlier[_FingerprintFn.BUCKETS])
+            fingerprints.append(earlier.fingerprints)
+            earlier_stories = self.earlier | "EarlierStories" >> beam.Map(
+                lambda row: (row["article_id"], story_of_state(row)))
+            if self.earlier_embedded is not None:
+                buckets.append(self.earlier_embedded.buckets)
+                vectors.append(self.earlier_embedded.vectors)
+        features = {NEAR: fingerprints | "AllFingerprints" >> beam.Flatten()}
         scores = {NEAR: partial(shingle_match, threshold=self.threshold)}
         if self.embedded is not None:
             buckets.append(self.embedded.buckets)
-            features[VECTOR] = self.embedded.vectors
+            features[VECTOR] = vectors | "AllVectors" >> beam.Flatten()
             scores[VECTOR] = partial(
                 vector_match, paragraph_similarity=self.pair_similarity,
                 default_similarity=self.default_similarity, coverage=self.coverage,
@@ -262,18 +325,25 @@ class FindDuplicates(beam.PTransform):
                 max_partners=self.max_partners, min_estimate=self.threshold - SKETCH_MARGIN,
                 min_cosine=self.min_article_cosine,
                 same_language_cosine=self.story_link_cosine if self.embedded is not None else None,
-                bounded=self.bounded))
+                bounded=self.bounded, earlier_stories=earlier_stories))
+        embedder = self.embedder
 
         def set_story(parts):
             story = parts["story"]
-            return {**parts["article"], "story_id": story.story_id,
-                    "is_duplicate": story.is_duplicate,
-                    "duplicate_of": story.duplicate_of, "dup_score": story.dup_score,
-                    "duplicate_kind": story.duplicate_kind,
-                    "dup_evidence": list(story.dup_evidence),
-                    "linked_to": story.linked_to, "link_score": story.link_score,
-                    "link_evidence": list(story.link_evidence)}
+            article = {**parts["article"], "story_id": story.story_id,
+                       "is_duplicate": story.is_duplicate,
+                       "duplicate_of": story.duplicate_of, "dup_score": story.dup_score,
+                       "duplicate_kind": story.duplicate_kind,
+                       "dup_evidence": list(story.dup_evidence),
+                       "linked_to": story.linked_to, "link_score": story.link_score,
+                       "link_evidence": list(story.link_evidence)}
+            return article, story_state_row(article, story, parts["fingerprint"],
+                                            parts.get("vectors"), embedder)
 
-        return ({"article": articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)),
-                 "story": assignments}
-                | "SetStory" >> JoinById(set_story))
+        parts = {"article": articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)),
+                 "story": assignments, "fingerprint": fingerprinted.fingerprints}
+        if self.embedded is not None:
+            parts["vectors"] = self.embedded.vectors
+        joined = parts | "SetStory" >> JoinById(set_story)
+        return {"articles": joined | "Articles" >> beam.Map(lambda pair: pair[0]),
+                "state": joined | "StateRows" >> beam.Map(lambda pair: pair[1])}

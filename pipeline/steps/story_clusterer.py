@@ -116,6 +116,9 @@ class _IndexBucketsFn(beam.DoFn):
         stored = entries_in_bucket(entries.read(), key)
         if any(e.member.article_id == entry.member.article_id for e in stored):
             return []  # the same article again (a re-read): it was compared already
+        if entry.from_earlier_run:
+            # Two articles of earlier runs were compared by the run that read the later one.
+            stored = [e for e in stored if not e.from_earlier_run]
         # Articles more than a story window apart never match, whether or not
         # the older one's state has expired yet: a batch run agrees with a stream.
         partners = nearest_in_time(entry.member, stored, self.max_partners, self.window)
@@ -284,6 +287,9 @@ class _AssignStoriesFn(beam.DoFn):
     # (slot, "member" or "match", value): a bag, so a newcomer is appended, not
     # rewritten with all that waits (the SDK's state cache sizes every write).
     PENDING = BagStateSpec("pending", PickleCoder())
+    # (article_id, StoryOf) of earlier runs' articles, added to KNOWN at the next
+    # assignment: a bag, so seeding a window of them is not quadratic.
+    EARLIER = BagStateSpec("earlier", PickleCoder())
     KNOWN = ReadModifyWriteStateSpec("known", PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
     ASSIGNED = ReadModifyWriteStateSpec("assigned_through", PickleCoder())
@@ -296,9 +302,13 @@ class _AssignStoriesFn(beam.DoFn):
         self.bounded = bounded
 
     def process(self, element, pending_state=beam.DoFn.StateParam(PENDING),
+                earlier=beam.DoFn.StateParam(EARLIER),
                 armed=beam.DoFn.StateParam(ARMED), assigned=beam.DoFn.StateParam(ASSIGNED),
                 flush=beam.DoFn.TimerParam(FLUSH)):
         _, (tag, value) = element
+        if tag == "earlier":
+            earlier.add(value)
+            return
         micros = (value if tag == "member" else value.later).order[0]
         slot = _grid(micros + 1, self.every)
         pending_state.add((slot, tag, value))
@@ -331,7 +341,7 @@ class _AssignStoriesFn(beam.DoFn):
     @on_timer(FLUSH)
     def assign(self, fired=beam.DoFn.TimestampParam,
                pending_state=beam.DoFn.StateParam(PENDING), known_state=beam.DoFn.StateParam(KNOWN),
-               armed=beam.DoFn.StateParam(ARMED), assigned=beam.DoFn.StateParam(ASSIGNED),
+               earlier=beam.DoFn.StateParam(EARLIER), armed=beam.DoFn.StateParam(ARMED), assigned=beam.DoFn.StateParam(ASSIGNED),
                flush=beam.DoFn.TimerParam(FLUSH)):
         ready, waiting = [], []
         for entry in pending_state.read():
@@ -342,6 +352,9 @@ class _AssignStoriesFn(beam.DoFn):
         # watermark has passed the latest of them, so "through" never goes back.
         through = max(fired.micros, assigned.read() or fired.micros)
         known = known_state.read() or {}
+        for article_id, story in earlier.read():
+            known.setdefault(article_id, story)
+        earlier.clear()
         members = [value for _, tag, value in ready if tag == "member"]
         matches = [value for _, tag, value in ready if tag == "match"]
         for member, assignment in assign_in_order(members, matches, known):
@@ -366,18 +379,27 @@ class _AssignStoriesFn(beam.DoFn):
 class AssignStories(beam.PTransform):
     """Members (every article's) and Matches in; ``(article_id, StoryAssignment)`` out,
     one per member, final. All on one key: the work per article is a few dict
-    look-ups, next to the verification upstream."""
+    look-ups, next to the verification upstream.
 
-    def __init__(self, matches, story_window: int, assign_every: int, bounded: bool):
+    ``earlier``: ``(article_id, StoryOf)`` of articles that earlier runs assigned
+    (no output for them): a match with one of them joins its story."""
+
+    def __init__(self, matches, story_window: int, assign_every: int, bounded: bool,
+                 earlier=None):
         super().__init__()
         self.matches = matches
+        self.earlier = earlier
         self.assign = _AssignStoriesFn(story_window, assign_every, bounded)
 
     def expand(self, members):
-        return ((members | "TagMembers" >> beam.Map(
-                    lambda m: ("stories", ("member", m))).with_output_types(StrKeyed),
-                 self.matches | "TagMatches" >> beam.Map(
-                    lambda m: ("stories", ("match", m))).with_output_types(StrKeyed))
+        tagged = [members | "TagMembers" >> beam.Map(
+                      lambda m: ("stories", ("member", m))).with_output_types(StrKeyed),
+                  self.matches | "TagMatches" >> beam.Map(
+                      lambda m: ("stories", ("match", m))).with_output_types(StrKeyed)]
+        if self.earlier is not None:
+            tagged.append(self.earlier | "TagEarlier" >> beam.Map(
+                lambda known: ("stories", ("earlier", known))).with_output_types(StrKeyed))
+        return (tagged
                 | "Gather" >> beam.Flatten()
                 | "Assign" >> beam.ParDo(self.assign))
 
@@ -396,12 +418,16 @@ class StoryClusterer(beam.PTransform):
         same_language_cosine: the vector buckets' pre-filter for two articles in one
             language (only story links are sought there); None: such pairs are skipped.
         bounded: a batch input (no expiry, one assignment pass at the end).
+        earlier_stories: ``(article_id, StoryOf)`` of the earlier runs' articles whose
+            bucket entries and features come in with this run's (marked
+            ``from_earlier_run``); None: no earlier run.
     """
 
     def __init__(self, buckets, features: Dict[str, object], scores: Dict[str, Callable],
                  story_window: float = 72 * 3600, assign_every: float = 10,
                  max_partners: int = 50, min_estimate: float = 0.4, min_cosine: float = 0.35,
-                 same_language_cosine: Optional[float] = None, bounded: bool = True):
+                 same_language_cosine: Optional[float] = None, bounded: bool = True,
+                 earlier_stories=None):
         super().__init__()
         if story_window <= 0 or assign_every <= 0:
             raise ValueError("story_window and assign_every must be positive (seconds)")
@@ -419,6 +445,7 @@ class StoryClusterer(beam.PTransform):
         self.min_cosine = min_cosine
         self.same_language_cosine = same_language_cosine
         self.bounded = bounded
+        self.earlier_stories = earlier_stories
 
     def expand(self, members):
         indexed = self.buckets | "IndexBuckets" >> IndexBuckets(
@@ -429,7 +456,8 @@ class StoryClusterer(beam.PTransform):
             matches.append(indexed[kind] | f"Verify_{kind}" >> VerifyPairs(
                 self.features[kind], self.scores[kind], self.window, self.bounded))
         return members | "AssignStories" >> AssignStories(
-            matches | "AllMatches" >> beam.Flatten(), self.window, self.every, self.bounded)
+            matches | "AllMatches" >> beam.Flatten(), self.window, self.every, self.bounded,
+            self.earlier_stories)
 
 
 class JoinById(beam.PTransform):
