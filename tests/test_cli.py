@@ -72,7 +72,7 @@ def test_a_run_id_that_names_an_earlier_run_is_refused_and_its_summary_kept(tmp_
     done = newsloom("run", "--input", empty, "--output", out, "--run_id", "nightly")
     one_error_line(done, "--run_id nightly", "names one run")
     assert (out / "_runs" / "nightly.json").read_text() == '{"earlier": true}'
-    assert sorted(p.name for p in out.iterdir()) == ["_runs"]
+    assert sorted(p.name for p in out.iterdir()) == ["_lock", "_runs"]
 
 
 def start_newsloom(*args):
