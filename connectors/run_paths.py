@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 TEMPORARY_PREFIX = "_temporary-"
 # A run id is one path segment of the output: it can name nothing outside it.
@@ -48,17 +48,18 @@ def is_local(path: str) -> bool:
     return "://" not in path
 
 
-def check_input(path: str) -> None:
-    """Refuses a local ``path`` that does not exist; warns when it has no file to read."""
+def check_input(path: str) -> Optional[str]:
+    """Refuses a local ``path`` that does not exist; says so when it has no file to read."""
     if not is_local(path):
-        return  # the read itself reports what it cannot find
+        return None  # the read itself reports what it cannot find
     if glob.has_magic(path):
         if not any(os.path.isfile(p) for p in glob.iglob(path, recursive=True)):
-            log.warning("--input %s matches no file: nothing to read", path)
+            return f"--input {path} matches no file: nothing to read"
     elif not os.path.exists(path):
         raise RunRefused(f"--input {path}: no such file or folder")
     elif os.path.isdir(path) and not any(files for _, _, files in os.walk(path)):
-        log.warning("--input %s is a folder without files: nothing to read", path)
+        return f"--input {path} is a folder without files: nothing to read"
+    return None
 
 
 @contextmanager

@@ -2,8 +2,15 @@
 
 import argparse
 import json
+import logging
 import sys
+from importlib import metadata
 from typing import List, Optional
+
+# Without Beam's gcp extra, importing Beam warns on the root logger that
+# apitools (BigQuery's client) is missing: newsloom does not use it.
+logging.getLogger().addFilter(lambda record: not record.getMessage().startswith(
+    "apitools not found"))
 
 from pipeline.options import (DEFAULT_INPUT, DEFAULT_RUNNER, NewsloomOptions,
                               unknown_pipeline_flags)
@@ -49,6 +56,18 @@ def _broker_command(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneSpelling(argparse.RawDescriptionHelpFormatter):
+    """Shows each flag by its first spelling, the one with dashes; the others work too."""
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings or action.dest == "help":  # -h, --help
+            return super()._format_action_invocation(action)
+        if action.nargs == 0:
+            return action.option_strings[0]
+        metavar = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return f"{action.option_strings[0]} {metavar}"
+
+
 class _Parser(argparse.ArgumentParser):
     """Says what is wrong with the command line in one line, not under the whole usage."""
 
@@ -56,25 +75,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _version() -> str:
+    try:
+        return metadata.version("newsloom")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="newsloom", allow_abbrev=False,
+        prog="newsloom", allow_abbrev=False, formatter_class=_OneSpelling,
         description="Multilingual news ingestion on Apache Beam: reads articles, detects "
                     "their languages, finds duplicates and stories, writes Hive-partitioned "
                     "Parquet.")
+    parser.add_argument("--version", action="version", version=f"newsloom {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_parser = commands.add_parser(
         "run", help="run the pipeline over article files", allow_abbrev=False,
         description="Reads article files (.txt, .json, .jsonl, optionally .gz) and writes "
                     "OUTPUT/articles/dt=YYYY-MM-DD/lang=xx/*.parquet, OUTPUT/deadletter/ "
                     "and the run summary OUTPUT/_runs/<run_id>.json, which is also printed.",
-        epilog=BEAM_OPTIONS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=BEAM_OPTIONS_HELP, formatter_class=_OneSpelling)
     NewsloomOptions._add_argparse_args(run_parser)
     run_parser.set_defaults(command_parser=run_parser)
 
     replay_parser = commands.add_parser(
         "replay", help="publish article files into a Kafka topic as a test stream",
-        allow_abbrev=False,
+        allow_abbrev=False, formatter_class=_OneSpelling,
         description="Publishes what the file source reads (the seed folder by default) as one "
                     "JSON message per article, keyed by article id; creates the topic if "
                     "missing.")
@@ -101,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     broker_parser = commands.add_parser(
         "broker", help="run a local single-node Kafka broker for development (needs Java 17, "
-                       "Maven)", allow_abbrev=False,
+                       "Maven)", allow_abbrev=False, formatter_class=_OneSpelling,
         description="Fetches Apache Kafka from Maven Central (cached), starts a KRaft broker "
                     "on 127.0.0.1 and prints its address; Ctrl-C stops it.")
     broker_parser.set_defaults(command_parser=broker_parser)

@@ -15,6 +15,7 @@ fingerprints, vectors and stories seed FindDuplicates, so stories continue.
 """
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional
@@ -91,10 +92,12 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     opts = PipelineOptions(argv).view_as(NewsloomOptions)
     if opts.run_id is None:
         argv.append(f"--run_id={new_run_id()}")
-    if source is None and not opts.kafka_bootstrap_servers:
-        check_input(opts.input)
+    nothing_to_read = check_input(opts.input) \
+        if source is None and not opts.kafka_bootstrap_servers else None
     with held_output(opts.output, PipelineOptions(argv).view_as(NewsloomOptions).run_id), \
             local_runner(argv) as runner_argv:
+        if nothing_to_read:
+            logging.getLogger(__name__).warning(nothing_to_read)
         options = PipelineOptions(runner_argv)
         with beam.Pipeline(options=options) as p:
             plan = build(p, options, source)

