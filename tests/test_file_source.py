@@ -224,3 +224,16 @@ def test_line_ends_split_across_reads_are_one_line_end():
     ends = [(number, offset, size) for number, offset, _, size in iter_lines(io.BytesIO(data), 1 << 17)]
     assert ends == [(1, 0, 2), (2, 2, (1 << 16) - 1), (3, (1 << 16) + 1, 2),
                     (4, (1 << 16) + 3, 2), (5, (1 << 16) + 5, 1), (6, (1 << 16) + 6, 1)]
+
+
+def test_a_glob_names_files_and_cannot_leave_the_input_through_a_linked_folder(tmp_path):
+    inside, outside = tmp_path / "in", tmp_path / "out"
+    (inside / "feeds").mkdir(parents=True)
+    outside.mkdir()
+    (inside / "feeds" / "a.jsonl").write_bytes(jsonl([{"id": "a", "body": "Inside."}]))
+    (outside / "b.jsonl").write_bytes(jsonl([{"id": "b", "body": "Outside."}]))
+    os.symlink(outside, inside / "feeds" / "linked")
+    articles, dead_letters = read(inside / "**")
+    assert set(articles) == {"a"}  # each file once, though ** also matches its folder
+    assert reasons_by_name(dead_letters, inside) == {"feeds/linked": "outside_input",
+                                                     "feeds/linked/b.jsonl": "outside_input"}
