@@ -39,7 +39,7 @@ setup(
     extras_require={
         # Beam's Google Cloud parts: the DataflowRunner (a dry run needs no credentials).
         "dataflow": ["apache-beam[gcp]>=2.77"],
-        "test": ["pytest>=8", "duckdb>=1.1", "apache-beam[gcp]>=2.77"],
+        "test": ["pytest>=8", "duckdb>=1.1", "apache-beam[gcp]>=2.77", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["newsloom = pipeline.cli:main"]},
 )

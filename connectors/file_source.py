@@ -5,7 +5,11 @@ Formats, told apart by the file name (each may also be gzipped, ``.gz``):
 * ``.txt``: one article; its path below the input root without the extension
   (``a/x`` for ``a/x.txt``) is its id, the whole file its body.
 * ``.json``: one article object, or an array of them.
-* ``.jsonl``: one article object per line (blank lines are not records).
+* ``.jsonl``: one article object per line (blank lines are not records); lines
+  end at ``\n``, ``\r\n`` or ``\r``.
+
+Text is UTF-8, or UTF-16 or UTF-32 when a byte-order mark says so (JSON also
+when the NUL bytes of its first character do).
 
 Fields of a JSON article: see ``schemas.article.INCOMING_JSON_SCHEMA``.
 Which files are read, and which are passed over or refused (hidden folders,
@@ -15,8 +19,10 @@ become an article.
 """
 
 import gzip
+import io
 import json
 import os
+import re
 import zlib
 from datetime import datetime
 from typing import BinaryIO, Iterable, Iterator, Optional, Tuple
@@ -24,8 +30,9 @@ from typing import BinaryIO, Iterable, Iterator, Optional, Tuple
 import apache_beam as beam
 
 from connectors.input_files import InputFile, list_input, open_input
-from connectors.records import (RejectedRecord, article_from_json, article_from_json_bytes,
-                                check_size, decode_text, new_article, parse_json)
+from connectors.records import (READ_COUNT_OUTPUT, RejectedRecord, article_from_json, article_from_json_bytes,
+                                check_size, decode_text, new_article, parse_json,
+                                text_encoding)
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, make_dead_letter
 
 # What ArticleFileParser.parse yields each record as.
@@ -57,27 +64,44 @@ def article_id_from_path(relative: str) -> str:
     return f"{folder}/{stem}" if folder else stem
 
 
+# Where a line ends: \n, \r\n, or a lone \r (classic Mac OS files).
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_CHUNK_BYTES = 1 << 16
+
+
 def iter_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[Tuple[int, int, bytes, int]]:
     """(1-based line number, byte offset, line bytes, full line size) for each line.
 
-    A line longer than ``max_line_bytes`` is returned as its first
-    ``max_line_bytes + 1`` bytes with its full size, and the rest is skipped
-    without being held in memory.
+    Lines end at ``\n``, ``\r\n`` or a lone ``\r``. A line longer than
+    ``max_line_bytes`` is returned as its first ``max_line_bytes + 1`` bytes with
+    its full size, and the rest is skipped without being held in memory.
     """
     number = offset = 0
+    kept, size = bytearray(), 0  # the line being read: its first bytes, its length so far
+    held = b""
     while True:
-        line = stream.readline(max_line_bytes + 1)
-        if not line:
+        chunk = stream.read(_CHUNK_BYTES)
+        data, held = held + chunk, b""
+        if chunk and data.endswith(b"\r"):
+            # Maybe the first half of a \r\n: the next chunk decides.
+            data, held = data[:-1], b"\r"
+        start = 0
+        for end in _LINE_END.finditer(data):
+            piece = data[start:end.end()]
+            kept += piece[:max(0, max_line_bytes + 1 - len(kept))]
+            size += len(piece)
+            number += 1
+            yield number, offset, bytes(kept), size
+            offset += size
+            kept, size = bytearray(), 0
+            start = end.end()
+        rest = data[start:]
+        kept += rest[:max(0, max_line_bytes + 1 - len(kept))]
+        size += len(rest)
+        if not chunk:
+            if size:
+                yield number + 1, offset, bytes(kept), size
             return
-        number += 1
-        size = len(line)
-        while not line.endswith(b"\n") and size > max_line_bytes:
-            rest = stream.readline(1 << 20)
-            size += len(rest)
-            if not rest or rest.endswith(b"\n"):
-                break
-        yield number, offset, line, size
-        offset += size
 
 
 class ArticleFileParser:
@@ -127,6 +151,8 @@ class ArticleFileParser:
         """
         kind, gzipped = file_kind(path)
         stream = gzip.GzipFile(fileobj=raw_stream) if gzipped else raw_stream
+        if not hasattr(stream, "peek"):  # a JSON Lines file's first bytes tell its encoding
+            stream = io.BufferedReader(stream)
         with stream:
             if kind == ".jsonl":
                 yield from self._jsonl(stream, path, size, gzipped)
@@ -171,11 +197,12 @@ class ArticleFileParser:
         try:
             check_size(size, limit, "file")
             if kind == ".txt":
-                yield ARTICLE, new_article(body=decode_text(raw), article_id=article_id_from_path(relative),
+                yield ARTICLE, new_article(body=decode_text(raw, text_encoding(raw)),
+                                  article_id=article_id_from_path(relative),
                                   origin=path, origin_offset=0, ingested_at=self.ingested_at,
                                   max_article_bytes=self.max_article_bytes)
                 return
-            document = parse_json(decode_text(raw))
+            document = parse_json(decode_text(raw, text_encoding(raw, is_json=True)))
         except RejectedRecord as e:
             yield self._dead_letter(e, raw=raw, raw_size=size, origin=path, origin_offset=0)
             return
@@ -191,6 +218,18 @@ class ArticleFileParser:
                                         origin_offset=index)
 
     def _jsonl(self, stream: BinaryIO, path: str, file_size: int, gzipped: bool):
+        try:
+            encoding = text_encoding(stream.peek(4)[:4], is_json=True)
+            if not encoding.startswith("utf-8"):
+                stream = self._as_utf8(stream, encoding)
+        except READ_ERRORS as e:
+            yield self._read_failed(e, path=path, size=file_size, gzipped=gzipped)
+            return
+        except RejectedRecord as e:
+            yield self._dead_letter(e, raw=b"", raw_size=file_size, origin=path, origin_offset=0)
+            return
+        # The byte offsets of a transcoded file would count its UTF-8 form: none are given.
+        in_file = encoding.startswith("utf-8")
         lines = iter_lines(stream, self.max_article_bytes)
         number, offset = 1, 0  # where the next line starts
         while True:
@@ -198,7 +237,7 @@ class ArticleFileParser:
                 line_read = next(lines, None)
             except READ_ERRORS as e:
                 yield self._read_failed(e, path=path, size=file_size, gzipped=gzipped,
-                                        line=number, byte_offset=offset)
+                                        line=number, byte_offset=offset if in_file else None)
                 return
             if line_read is None:
                 return
@@ -211,8 +250,16 @@ class ArticleFileParser:
                         max_article_bytes=self.max_article_bytes)
                 except RejectedRecord as e:
                     yield self._dead_letter(e, raw=line, raw_size=size, origin=path,
-                                            origin_offset=number, byte_offset=offset)
+                                            origin_offset=number,
+                                            byte_offset=offset if in_file else None)
             number, offset = number + 1, offset + size
+
+    @staticmethod
+    def _as_utf8(stream: BinaryIO, encoding: str) -> BinaryIO:
+        """A UTF-16 or UTF-32 JSON Lines file as UTF-8, read whole as a .json file is."""
+        raw = stream.read(MAX_JSON_FILE_BYTES + 1)
+        check_size(len(raw), MAX_JSON_FILE_BYTES, f"{encoding.upper()} file")
+        return io.BytesIO(decode_text(raw, encoding).encode("utf-8"))
 
 
 def json_element_bytes(record) -> bytes:
@@ -238,14 +285,18 @@ class _ReadArticleFileFn(beam.DoFn):
         self.parser = parser
 
     def process(self, entry: InputFile):
+        records = 0
         for kind, record in self.parser.read(entry):
+            records += 1
             yield record if kind == ARTICLE else beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, record)
+        yield beam.pvalue.TaggedOutput(READ_COUNT_OUTPUT, records)
 
 
 class ReadArticleFiles(beam.PTransform):
     """Reads article files into article records and dead-letter records.
 
-    Returns a ``DoOutputsTuple`` with ``articles`` and ``dead_letter`` outputs.
+    Returns a ``DoOutputsTuple`` with ``articles`` and ``dead_letter`` outputs,
+    and ``read_count``: the number of records of each file.
 
     Args:
         path: a file, a directory (every file below it) or a glob; any
@@ -273,4 +324,4 @@ class ReadArticleFiles(beam.PTransform):
                 # Spread the files over workers: the listing is one element's output.
                 | "Spread" >> beam.Reshuffle()
                 | "ParseArticles" >> beam.ParDo(self.read).with_outputs(
-                    DEAD_LETTER_OUTPUT, main="articles"))
+                    DEAD_LETTER_OUTPUT, READ_COUNT_OUTPUT, main="articles"))

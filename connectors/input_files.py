@@ -1,14 +1,15 @@
 """Which files an ``--input`` names, and opening them without following them anywhere unsafe.
 
-An input is a file, a folder (every file below it) or a glob, on the local disk
-or any filesystem Beam knows. Below a folder (or a glob's fixed leading folder,
-the *input root*):
+An input is a file, a folder (every file below it) or a glob (the files it
+matches), on the local disk or any filesystem Beam knows. Below a folder (or a
+glob's fixed leading folder: the *input root*):
 
 * names starting with ``.`` or ``_`` are not inputs, folders (``.git/``,
   ``_drafts/``) as well as files (``.DS_Store``, ``_SUCCESS``);
 * a folder holding ``_runs/`` is a newsloom output, and so is the run's own
   ``--output``: neither is read back;
-* a symbolic link is followed only when its target is inside the input root.
+* a symbolic link is followed only when its target is inside the input root
+  (a glob's match is checked whole, as a glob may pass through linked folders).
   One that leads out becomes an ``outside_input`` dead letter, a dangling one
   an ``unreadable`` one, and a link to a folder inside the root is passed over
   (its files are read where they are);
@@ -92,14 +93,13 @@ def list_input(path: str, exclude: Iterable[str] = ()) -> Iterator[InputFile]:
         for match in sorted(glob.glob(path, recursive=True)):
             relative = os.path.relpath(match, root).replace(os.sep, "/")
             parts = relative.split("/")
+            # A glob names files: _entry passes over a folder it matches (``**``
+            # matches the folders as well as the files below them).
             if (any(is_skipped_name(part) for part in parts)
                     or any(_is_output(os.path.join(root, *parts[:n]), excluded)
                            for n in range(1, len(parts)))):
                 continue
-            if os.path.isdir(match) and not os.path.islink(match):
-                yield from _walk(match, real_root, relative + "/", excluded)
-            else:
-                yield from _entry(match, relative, real_root)
+            yield from _entry(match, relative, real_root)
     elif os.path.lexists(path):
         yield InputFile(path, os.path.basename(path), path)
     else:
@@ -112,8 +112,6 @@ def _is_output(folder: str, excluded: set) -> bool:
 
 
 def _walk(folder: str, real_root: str, prefix: str, excluded: set) -> Iterator[InputFile]:
-    if _is_output(folder, excluded):
-        return
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
@@ -125,24 +123,23 @@ def _walk(folder: str, real_root: str, prefix: str, excluded: set) -> Iterator[I
             continue
         relative = prefix + entry.name
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk(entry.path, real_root, relative + "/", excluded)
+            if not _is_output(entry.path, excluded):
+                yield from _walk(entry.path, real_root, relative + "/", excluded)
         else:
             yield from _entry(entry.path, relative, real_root)
 
 
 def _entry(path: str, relative: str, real_root: str) -> Iterator[InputFile]:
-    """A file found below the input root; a link is checked against the root."""
-    if not os.path.islink(path):
-        yield InputFile(path, relative, path)
-        return
+    """A file found below the input root, checked against the root: it may be a
+    link, or (in a glob's match) lie below a linked folder."""
     target = os.path.realpath(path)
-    if not os.path.exists(target):
+    if os.path.islink(path) and not os.path.exists(target):
         yield InputFile(path, relative, path, refused=(
             "unreadable", f"{path} is a dangling symbolic link (to {os.readlink(path)})"))
     elif not _inside(target, real_root):
         yield InputFile(path, relative, path, refused=(
-            "outside_input", f"{path} is a symbolic link to {target}, outside the input "
-                             f"folder {real_root}: not followed"))
+            "outside_input", f"{path} leads to {target}, outside the input folder "
+                             f"{real_root}: not followed"))
     elif not os.path.isdir(target):
         yield InputFile(path, relative, target)
 

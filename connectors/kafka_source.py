@@ -47,7 +47,8 @@ from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker, Water
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from connectors.records import RejectedRecord, article_from_json_bytes, check_size
+from connectors.records import (READ_COUNT_OUTPUT, RejectedRecord, article_from_json_bytes,
+                                check_size)
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, make_dead_letter
 
 # An offset range with no end: Kafka offsets are signed 64-bit.
@@ -485,6 +486,7 @@ class ParseMessagesFn(beam.DoFn):
         self.max_dead_letter_bytes = max_dead_letter_bytes
 
     def process(self, message: KafkaMessage):
+        yield beam.pvalue.TaggedOutput(READ_COUNT_OUTPUT, 1)
         origin = f"kafka://{message.topic}"
         ingested_at = datetime.fromtimestamp(message.timestamp_ms / 1000, tz=timezone.utc)
         raw = message.value or b""
@@ -527,8 +529,8 @@ class ReadKafkaMessages(beam.PTransform):
 class ReadKafkaArticles(beam.PTransform):
     """Reads articles from a Kafka topic.
 
-    Returns a ``DoOutputsTuple`` with ``articles`` and ``dead_letter`` outputs;
-    both carry the message's partition and offset (``origin_partition``,
+    Returns a ``DoOutputsTuple`` with ``articles``, ``dead_letter`` and
+    ``read_count`` (a 1 per message) outputs; the first two carry the message's partition and offset (``origin_partition``,
     ``origin_offset``), which ``CommitOffsets`` commits once they are written.
     """
 
@@ -541,7 +543,7 @@ class ReadKafkaArticles(beam.PTransform):
         return (pbegin
                 | "ReadMessages" >> ReadKafkaMessages(self.spec)
                 | "ParseMessages" >> beam.ParDo(self.parse).with_outputs(
-                    DEAD_LETTER_OUTPUT, main="articles"))
+                    DEAD_LETTER_OUTPUT, READ_COUNT_OUTPUT, main="articles"))
 
 
 class CommitOffsets(beam.PTransform):

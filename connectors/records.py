@@ -5,6 +5,7 @@ article dict with the incoming fields of ``schemas.article.ARTICLE`` filled, or
 a :class:`RejectedRecord` that the source turns into a dead-letter row.
 """
 
+import codecs
 import json
 import sys
 from datetime import datetime, timedelta, timezone
@@ -30,6 +31,11 @@ EARLIEST_PUBLISHED = datetime(1900, 1, 1, tzinfo=timezone.utc)
 LATEST_PUBLISHED_AFTER_INGESTION = timedelta(days=1)
 
 
+# The tagged output on which every source emits how many records it read (ints to
+# be summed): the run summary's ``read``, counted before anything can lose a record.
+READ_COUNT_OUTPUT = "read_count"
+
+
 class RejectedRecord(Exception):
     """A record that cannot become an article; ``reason`` is a dead-letter reason."""
 
@@ -39,15 +45,37 @@ class RejectedRecord(Exception):
         self.article_id = article_id
 
 
-def decode_text(raw: bytes) -> str:
-    """UTF-8 text of ``raw`` (a leading byte-order mark is dropped)."""
-    if b"\x00" in raw:
-        raise RejectedRecord("binary", "content holds NUL bytes: a binary file, not text")
+# Byte-order marks of the encodings besides UTF-8 that text may come in; UTF-32's
+# first, since UTF-32-LE's begins with UTF-16-LE's.
+_BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def text_encoding(head: bytes, is_json: bool = False) -> str:
+    """The encoding of text that starts with ``head`` (its first 4 bytes or more).
+
+    UTF-16 or UTF-32 when a byte-order mark says so, or for JSON also the
+    pattern of NUL bytes its ASCII first character leaves (RFC 8259); else UTF-8.
+    """
+    if is_json:
+        return json.detect_encoding(head[:4])
+    return next((encoding for mark, encoding in _BYTE_ORDER_MARKS if head.startswith(mark)),
+                "utf-8")
+
+
+def decode_text(raw: bytes, encoding: str = "utf-8") -> str:
+    """The text of ``raw`` in ``encoding`` (see ``text_encoding``); a leading
+    byte-order mark is dropped. UTF-8 text must hold no NUL byte."""
+    if encoding.startswith("utf-8"):
+        if b"\x00" in raw:
+            raise RejectedRecord("binary", "content holds NUL bytes: a binary file, not text")
+        encoding = "utf-8-sig"
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode(encoding)
     except UnicodeDecodeError as e:
+        name = "UTF-8" if encoding == "utf-8-sig" else encoding.upper()
         raise RejectedRecord(
-            "invalid_utf8", f"not valid UTF-8 at byte {e.start}: {e.reason}") from None
+            "invalid_utf8", f"not valid {name} at byte {e.start}: {e.reason}") from None
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -198,4 +226,5 @@ def parse_json(text: str) -> Any:
 
 def article_from_json_bytes(raw: bytes, **where: Any) -> Article:
     """An article from one JSON document's bytes (a JSONL line, a Kafka message)."""
-    return article_from_json(parse_json(decode_text(raw)), **where)
+    return article_from_json(parse_json(decode_text(raw, text_encoding(raw, is_json=True))),
+                             **where)

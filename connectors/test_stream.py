@@ -23,6 +23,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
 from connectors.file_source import ARTICLE, ArticleFileParser, read_article_files
+from connectors.records import READ_COUNT_OUTPUT
 from schemas.article import event_time
 from schemas.dead_letter import DEAD_LETTER_OUTPUT
 
@@ -92,7 +93,8 @@ def _advance(stream: TestStream, now: float, to: float, step: float) -> TestStre
 
 
 class ReadTestStream(beam.PTransform):
-    """The article files at ``path`` as a stream; ``articles`` and ``dead_letter`` outputs.
+    """The article files at ``path`` as a stream; ``articles``, ``dead_letter`` and
+    ``read_count`` outputs, as ``ReadArticleFiles`` gives.
 
     Args:
         path: a file, a folder or a glob, as ``ReadArticleFiles`` takes.
@@ -114,9 +116,10 @@ class ReadTestStream(beam.PTransform):
     def expand(self, pbegin):
         def split(record: Record):
             kind, value = record
+            yield beam.pvalue.TaggedOutput(READ_COUNT_OUTPUT, 1)
             yield value if kind == ARTICLE else beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, value)
 
         return (pbegin
                 | "TestStream" >> self.stream
                 | "SplitRecords" >> beam.FlatMap(split).with_outputs(
-                    DEAD_LETTER_OUTPUT, main="articles"))
+                    DEAD_LETTER_OUTPUT, READ_COUNT_OUTPUT, main="articles"))

@@ -28,6 +28,7 @@ from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
 from connectors.run_paths import check_input, held_output
 from connectors.parquet_sink import ParquetPartitionSink, day_of
 from connectors.story_state import STATE_FOLDER, ReadStoryState
+from connectors.records import READ_COUNT_OUTPUT
 from pipeline.steps.admit_on_time import SECOND, AdmitOnTime, EventWindows, micros_of
 from pipeline.steps.detect_language import DetectLanguage
 from pipeline.steps.drop_repeated_ids import DropRepeatedIds
@@ -83,7 +84,7 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     """Runs newsloom with command-line style ``argv``; returns the run summary.
 
     ``source``, when given, replaces the file or Kafka read: a transform giving
-    ``articles`` and ``dead_letter`` outputs, such as ``ReadTestStream``.
+    ``articles``, ``dead_letter`` and ``read_count`` outputs, such as ``ReadTestStream``.
     A stream runs until it is cancelled; it writes no run summary.
     Raises ``RunRefused`` before reading anything when the input is missing
     or the output cannot be the run's (see ``connectors.run_paths``).
@@ -224,7 +225,8 @@ def build(p: beam.Pipeline, options: PipelineOptions,
         # A stream never ends, so it has no run summary; its Kafka offsets are
         # committed as the runner finalises what it read (see kafka_source).
         return Plan(run_id, opts.output, windows)
-    _ = ({"articles": articles, "dead_letters": dead_letters,
+    _ = ({"read_counts": read[READ_COUNT_OUTPUT], "articles": articles,
+          "dead_letters": dead_letters,
           "written_articles": written_articles,
           "written_dead_letters": written_dead_letters, "written_stories": written_stories}
          | "WriteRunSummary" >> WriteRunSummary(opts.output, run_id, started_at))

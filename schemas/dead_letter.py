@@ -42,7 +42,8 @@ DEAD_LETTER_OUTPUT = "dead_letter"
 
 # Why a record can be dead-lettered. Kept as a closed set so dashboards can rely on it.
 REASONS = {
-    "invalid_utf8": "bytes are not valid UTF-8",
+    "invalid_utf8": "bytes are not valid UTF-8 (or the UTF-16 or UTF-32 that a byte-order "
+                    "mark declares)",
     "invalid_unicode": "a JSON string holds a lone surrogate escape (\\ud800), which is not "
                        "text",
     "too_deep": "the JSON is nested deeper than the parser's recursion limit",

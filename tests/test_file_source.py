@@ -2,6 +2,7 @@
 article or one dead letter, and nothing stops the read."""
 
 import gzip
+import io
 import json
 import os
 import threading
@@ -9,7 +10,8 @@ from datetime import datetime, timezone
 
 import duckdb
 
-from connectors.file_source import ARTICLE, DEAD_LETTER, ArticleFileParser, read_article_files
+from connectors.file_source import (ARTICLE, DEAD_LETTER, ArticleFileParser, iter_lines,
+                                    read_article_files)
 from connectors.input_files import InputFile
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -182,9 +184,56 @@ def test_a_run_on_hostile_input_finishes_and_never_reads_its_output_back(tmp_pat
         summaries.append(outcome["summary"])
     for summary in summaries:
         assert summary["read"] == 6 and summary["dead_letters"] == 4
+        assert summary["unaccounted"] == 0
         assert summary["dead_letters_by_reason"] == {
             "corrupt_gzip": 1, "not_regular_file": 1, "outside_input": 2}
     articles = duckdb.sql(f"select article_id, body from read_parquet('{out}/articles/**/*.parquet')"
                           ).fetchall()
     assert sorted(a for a, _ in articles) == ["a/x", "b/x"]
     assert not any("root:" in body for _, body in articles)
+
+
+def test_utf16_utf32_and_cr_only_files_give_one_row_per_record(tmp_path):
+    records = [{"id": "one", "body": "Première ligne."}, {"id": "two", "body": "Zweite Zeile."}]
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    files = {
+        "utf16.jsonl": "\n".join(lines).encode("utf-16"),          # with a byte-order mark
+        "utf16le.jsonl": "\r\n".join(lines).encode("utf-16-le"),   # without one
+        "utf32.jsonl.gz": gzip.compress("\n".join(lines).encode("utf-32")),
+        "cr.jsonl": "\r".join(lines).encode("utf-8"),                # classic Mac line ends
+        "utf16.json": json.dumps(records).encode("utf-16"),
+    }
+    parser = ArticleFileParser(NOW, 10_000, 1000)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        rows = list(parser.read(InputFile(str(tmp_path / name), name, str(tmp_path / name))))
+        assert [(kind, r["article_id"], r["body"]) for kind, r in rows] == [
+            (ARTICLE, r["id"], r["body"]) for r in records], name
+    (tmp_path / "note.txt").write_bytes("Une note en UTF-16.".encode("utf-16"))
+    articles, dead_letters = read(tmp_path / "note.txt")
+    assert articles["note"]["body"] == "Une note en UTF-16." and not dead_letters
+    # A mark that promises UTF-16 and bytes that break it: one dead letter for the file.
+    (tmp_path / "broken.jsonl").write_bytes(b"\xff\xfe{\x00\x00\xd8")
+    articles, dead_letters = read(tmp_path / "broken.jsonl")
+    assert not articles and [d["reason"] for d in dead_letters] == ["invalid_utf8"]
+    assert "UTF-16" in dead_letters[0]["error"]
+
+
+def test_line_ends_split_across_reads_are_one_line_end():
+    data = b"a\r" + b"x" * ((1 << 16) - 3) + b"\r\nb\rc\n\nd"
+    ends = [(number, offset, size) for number, offset, _, size in iter_lines(io.BytesIO(data), 1 << 17)]
+    assert ends == [(1, 0, 2), (2, 2, (1 << 16) - 1), (3, (1 << 16) + 1, 2),
+                    (4, (1 << 16) + 3, 2), (5, (1 << 16) + 5, 1), (6, (1 << 16) + 6, 1)]
+
+
+def test_a_glob_names_files_and_cannot_leave_the_input_through_a_linked_folder(tmp_path):
+    inside, outside = tmp_path / "in", tmp_path / "out"
+    (inside / "feeds").mkdir(parents=True)
+    outside.mkdir()
+    (inside / "feeds" / "a.jsonl").write_bytes(jsonl([{"id": "a", "body": "Inside."}]))
+    (outside / "b.jsonl").write_bytes(jsonl([{"id": "b", "body": "Outside."}]))
+    os.symlink(outside, inside / "feeds" / "linked")
+    articles, dead_letters = read(inside / "**")
+    assert set(articles) == {"a"}  # each file once, though ** also matches its folder
+    assert reasons_by_name(dead_letters, inside) == {"feeds/linked": "outside_input",
+                                                     "feeds/linked/b.jsonl": "outside_input"}

@@ -1,12 +1,15 @@
 """The run summary: what a run read, wrote and rejected, as ``OUTPUT/_runs/<run-id>.json``.
 
-Counts come from the rows themselves (not from metrics, which not every runner
-reports), so the summary's reconciliation is a fact about the output:
-``read == articles + dead_letters``, and each of those is either written to
-Parquet now or already there from an earlier run (``rows_already_present``).
+Counts come from the source and the rows themselves (not from metrics, which not
+every runner reports). ``read`` is what the source counted as it read, so
+``read == articles + dead_letters`` is a check on every step between: any record
+lost on the way shows as ``unaccounted`` (and a warning). Each article and dead
+letter is either written to Parquet now or already there from an earlier run
+(``rows_already_present``).
 """
 
 import json
+import logging
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Tuple
 
@@ -36,13 +39,15 @@ def summarize(counts: Dict[Event, int], run_id: str, started_at: datetime,
 
     articles = counts.get(("articles", ""), 0)
     dead_letters = sum(group("dead_letter").values())
+    read = counts.get(("read", ""), 0)
     return {
         "run_id": run_id,
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
-        "read": articles + dead_letters,
+        "read": read,
         "articles": articles,
         "dead_letters": dead_letters,
+        "unaccounted": read - articles - dead_letters,
         "duplicates": counts.get(("duplicates", ""), 0),
         "duplicates_by_kind": group("duplicate_kind"),
         "stories": counts.get(("stories", ""), 0),
@@ -57,7 +62,7 @@ def summarize(counts: Dict[Event, int], run_id: str, started_at: datetime,
 class WriteRunSummary(beam.PTransform):
     """Counts the run's rows and writes the summary JSON; removes the run's temporary folder.
 
-    Input: ``{"articles": ..., "dead_letters": ..., "written_articles": ...,
+    Input: ``{"read_counts": ..., "articles": ..., "dead_letters": ..., "written_articles": ...,
     "written_dead_letters": ..., "written_stories": ...}``, the last three being
     the sinks' ``SinkResult``s: waiting for them all is what makes it safe to
     remove the run's temporary folder here.
@@ -80,6 +85,7 @@ class WriteRunSummary(beam.PTransform):
             return events
 
         events = (
+            pcolls["read_counts"] | "ReadEvents" >> beam.Map(lambda n: (("read", ""), n)),
             pcolls["articles"] | "ArticleEvents" >> beam.FlatMap(
                 lambda a: [(event, 1) for event in article_events(a)]),
             pcolls["dead_letters"] | "DeadLetterEvents" >> beam.Map(
@@ -93,6 +99,11 @@ class WriteRunSummary(beam.PTransform):
 
         def write(counts):
             summary = summarize(dict(counts), run_id, started_at, datetime.now(timezone.utc))
+            if summary["unaccounted"]:
+                logging.warning("run %s: read %d records but wrote %d articles and %d dead "
+                                "letters: %d unaccounted", run_id, summary["read"],
+                                summary["articles"], summary["dead_letters"],
+                                summary["unaccounted"])
             path = FileSystems.join(output, "_runs", f"{run_id}.json")
             with FileSystems.create(path) as stream:
                 stream.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
