@@ -1,6 +1,7 @@
 """Runs continue the stories of the runs before them on the same output (issue 23, items 2
 and 4; issue 21, item 10): the story state beside the dataset, read back."""
 
+import json
 import shutil
 from datetime import datetime, timedelta, timezone
 
@@ -11,9 +12,10 @@ import pytest
 
 from connectors.file_source import ReadArticleFiles
 from connectors.story_state import read_last_window
+from connectors.test_stream import ReadTestStream
 from pipeline.graph import run
 from schemas.story_state import STORY_STATE
-from tests.conftest import SEEDS
+from tests.conftest import SEEDS, seed_text
 from tests.test_pipeline import read_dataset
 
 # The README's query for the current stories, verbatim.
@@ -83,6 +85,37 @@ def test_a_rerun_on_a_later_day_adds_no_article_rows(runs):
         r["article_id"] for r in before)
     errors = [r["error"] for r in read_dataset(one / "deadletter")]
     assert all("written by an earlier run" in e for e in errors), errors
+
+
+def stream(root, out, name, records):
+    """A streaming job on ``records`` (id, published at second, seed) as a TestStream,
+    run until its input ends, as a job stopped and restarted would be."""
+    t0 = datetime(2025, 8, 18, 12, 0, tzinfo=timezone.utc)
+    folder = root / name
+    folder.mkdir()
+    (folder / "feed.jsonl").write_text("\n".join(json.dumps({
+        "id": article_id, "body": seed_text(seed),
+        "published_at": (t0 + timedelta(seconds=second)).isoformat()})
+        for article_id, second, seed in records) + "\n", encoding="utf-8")
+    run(["--output", str(out), "--runner=BundleBasedDirectRunner", "--streaming",
+         "--window_seconds=60", "--story_window_hours=0.1"],
+        source=ReadTestStream(str(folder), ingested_at=t0, window_seconds=60))
+
+
+@pytest.mark.slow
+def test_a_restarted_stream_continues_its_stories_and_drops_ids_it_wrote(tmp_path):
+    out = tmp_path / "out"
+    stream(tmp_path, out, "first", [("bn-report", 5, "000"), ("bn-call", 70, "001")])
+    # The restarted job reads bn-call again (its offset was not committed), and the
+    # English translation of bn-report, published 15 s after it.
+    stream(tmp_path, out, "second", [("bn-call", 70, "001"), ("en-report", 20, "002"),
+                                     ("ar-moscow", 130, "003")])
+    assert stories_of(out) == {"bn-report": ("bn-report", None, False),
+                               "bn-call": ("bn-call", None, False),
+                               "en-report": ("bn-report", "bn-report", True),
+                               "ar-moscow": ("ar-moscow", None, False)}
+    assert [d["reason"] for d in read_dataset(out / "deadletter")] == ["duplicate_article_id"]
+    assert current_stories(out)["bn-report"] == (2, 1, ["bn", "en"])
 
 
 def state_row(article_id, hours, **changes):
