@@ -19,8 +19,13 @@ See `python -m apache_beam.examples.wordcount --help` for every Beam option.
 
 
 def _run_command(argv: List[str]) -> int:
+    from connectors.kafka_source import BrokerUnavailable
     from pipeline.graph import run  # Beam's import is slow: not needed for --help
-    summary = run(argv)
+    try:
+        summary = run(argv)
+    except BrokerUnavailable as error:
+        print(f"newsloom: error: {error}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 
