@@ -66,6 +66,8 @@ START_MODES = ("committed", "earliest", "latest")
 ATTEMPT_MS = 10_000
 WAIT_LOG_EVERY_SECONDS = 5.0
 RETRY_PAUSE_SECONDS = 0.5
+# A prefix that marks an article id made from a message key that is not UTF-8.
+HEX_KEY_PREFIX = "hex:"
 T = TypeVar("T")
 
 
@@ -177,6 +179,21 @@ def wait_for_broker(spec: KafkaSpec, doing: str, operation: Callable[[], T]) -> 
             log.info("the Kafka broker at %s answers again after %.0f s (%s)",
                         spec.bootstrap_servers, time.monotonic() - began, doing)
         return result
+
+
+def article_id_from_key(key: Optional[bytes]) -> Optional[str]:
+    """The article id a message key gives: the key itself when it is UTF-8 text, else
+    ``hex:`` and its bytes in hex, so that no two keys give one id (a UTF-8 key that
+    itself begins with ``hex:`` is written in hex too). None for no key or an empty one."""
+    if not key:
+        return None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or text.startswith(HEX_KEY_PREFIX):
+        return HEX_KEY_PREFIX + key.hex()
+    return text
 
 
 def parse_start_time(start: str) -> int:
@@ -583,7 +600,7 @@ class ParseMessagesFn(beam.DoFn):
         origin = f"kafka://{message.topic}"
         ingested_at = datetime.fromtimestamp(message.timestamp_ms / 1000, tz=timezone.utc)
         raw = message.value or b""
-        key = message.key.decode("utf-8", "replace") if message.key else None
+        key = article_id_from_key(message.key)
         try:
             check_size(len(raw), self.max_article_bytes, "message", key)
             if not raw.strip():

@@ -114,6 +114,28 @@ def test_bad_messages_are_dead_lettered_with_their_offsets(kafka_broker, tmp_pat
     assert dead["malformed_json"]["raw"] == messages["malformed_json"]
 
 
+def test_binary_keys_give_distinct_article_ids_and_text_keys_stay_as_they_are(
+        kafka_broker, tmp_path):
+    topic = fresh_topic()
+    kafka_broker.create_topic(topic, partitions=1)
+    keys = [b"\xff\xfe\x00\x01\xc3", b"\xfe\xff\x00\x01\xc3", "Dhaka-7 ঢাকা".encode(),
+            b"hex:fffe0001c3"]  # text that looks like the first key's id
+    subjects = ["harvest", "election", "flood", "budget"]
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
+    for key, subject in zip(keys, subjects):
+        producer.send(topic, key=key, value=json.dumps(
+            {"body": f"A report about the {subject} in the northern districts."}).encode())
+    producer.flush()
+    producer.close()
+    summary = run_kafka(kafka_broker, topic, tmp_path / "out", "--start", "earliest",
+                        "--embedder", "none")
+    assert (summary["articles"], summary["dead_letters"]) == (4, 0)
+    by_id = {r["article_id"]: r["body"] for r in rows(tmp_path / "out" / "articles")}
+    assert sorted(by_id) == sorted(["hex:fffe0001c3", "hex:feff0001c3", "Dhaka-7 ঢাকা",
+                                    "hex:" + b"hex:fffe0001c3".hex()])
+    assert "harvest" in by_id["hex:fffe0001c3"] and "election" in by_id["hex:feff0001c3"]
+
+
 def test_start_and_stop_settings_are_checked():
     assert parse_stop("end") == ("end", 0)
     assert parse_stop("100") == ("count", 100)
