@@ -34,13 +34,18 @@ the dataset, so the dataset is effectively once. A bounded read commits with
 ``CommitOffsets`` after the rows have reached the Parquet files. An unbounded
 read with a group commits as the runner finalizes its bundles (see
 ``KafkaSpec.commit_on_finalize``).
+
+Planning, reading and committing each wait out a broker outage of up to
+``KafkaSpec.wait_seconds`` (``wait_for_broker``), then fail with
+``BrokerUnavailable``.
 """
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional, Tuple, TypeVar
 
 import apache_beam as beam
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker, WatermarkEstimator
@@ -51,9 +56,24 @@ from connectors.records import (READ_COUNT_OUTPUT, RejectedRecord, article_from_
                                 check_size)
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, make_dead_letter
 
+log = logging.getLogger(__name__)
+
 # An offset range with no end: Kafka offsets are signed 64-bit.
 NO_END = 2**63 - 1
 START_MODES = ("committed", "earliest", "latest")
+# How long one attempt at a Kafka call may take (bootstrapping a client, asking
+# for offsets, committing): during an outage each attempt fails after this long,
+# so the wait's deadline and its log lines keep to about this much.
+ATTEMPT_MS = 10_000
+WAIT_LOG_EVERY_SECONDS = 5.0
+RETRY_PAUSE_SECONDS = 0.5
+# A prefix that marks an article id made from a message key that is not UTF-8.
+HEX_KEY_PREFIX = "hex:"
+T = TypeVar("T")
+
+
+class BrokerUnavailable(RuntimeError):
+    """The Kafka brokers did not answer for the whole ``KafkaSpec.wait_seconds``."""
 
 
 @dataclass(frozen=True)
@@ -69,10 +89,13 @@ class KafkaSpec:
     poll_timeout_ms: int = 1000
     max_read_seconds: float = 10.0
     idle_slack_seconds: float = 2.0  # how far a caught-up partition's watermark trails the clock
+    wait_seconds: float = 300.0  # how long a broker outage is waited out (--kafka_wait_seconds)
 
     def __post_init__(self):
         if not self.bootstrap_servers or not self.topic:
             raise ValueError("Kafka needs --bootstrap_servers and --topic")
+        if not self.wait_seconds >= 0:
+            raise ValueError(f"--kafka_wait_seconds must be 0 or more, got {self.wait_seconds}")
         if self.start == "committed" and not self.group_id:
             raise ValueError("--start=committed needs a --group_id")
         if self.start not in START_MODES:
@@ -100,11 +123,78 @@ class KafkaSpec:
         return self.unbounded and bool(self.group_id)
 
     def consumer(self, **overrides):
+        """A kafka-python consumer; ``client_config`` overrides its defaults here.
+
+        Its reconnection backoff is capped at 1 s (kafka-python's own cap is
+        30 s), so a broker that comes back is seen within about a second, and
+        it gives up bootstrapping after one attempt's time, or the whole wait
+        if that is shorter (at least 1 s).
+        """
         from kafka import KafkaConsumer
+        bootstrap_ms = min(ATTEMPT_MS, max(1000, int(self.wait_seconds * 1000)))
         settings = {"bootstrap_servers": self.bootstrap_servers.split(","),
                     "enable_auto_commit": False, "group_id": self.group_id,
-                    "auto_offset_reset": "earliest", **self.client_config, **overrides}
+                    "auto_offset_reset": "earliest", "reconnect_backoff_max_ms": 1000,
+                    "bootstrap_timeout_ms": bootstrap_ms, **self.client_config, **overrides}
         return KafkaConsumer(**settings)
+
+
+def _is_outage(error: Exception) -> bool:
+    """Whether ``error`` says the brokers are away or not ready (a retry may work),
+    rather than that the request is wrong."""
+    from kafka.errors import KafkaError
+    return (isinstance(error, ConnectionError)
+            or (isinstance(error, KafkaError) and error.retriable))
+
+
+def wait_for_broker(spec: KafkaSpec, doing: str, operation: Callable[[], T]) -> T:
+    """``operation()``, tried again while the brokers are away, for up to ``spec.wait_seconds``.
+
+    While it waits it logs a warning naming the brokers and ``doing`` at most
+    every ``WAIT_LOG_EVERY_SECONDS``; once the wait is over it raises
+    ``BrokerUnavailable``. An error that is not an outage is raised at once.
+    ``operation`` must be safe to repeat.
+    """
+    began = time.monotonic()
+    logged = None
+    while True:
+        try:
+            result = operation()
+        except Exception as error:
+            if not _is_outage(error):
+                raise
+            waited = time.monotonic() - began
+            if waited >= spec.wait_seconds:
+                raise BrokerUnavailable(
+                    f"the Kafka broker at {spec.bootstrap_servers} did not answer for "
+                    f"{waited:.0f} s while {doing} (--kafka_wait_seconds="
+                    f"{spec.wait_seconds:g}); the last error: {error!r}") from error
+            if logged is None or time.monotonic() - logged >= WAIT_LOG_EVERY_SECONDS:
+                log.warning("waiting for the Kafka broker at %s while %s: %r "
+                            "(%.0f s of --kafka_wait_seconds=%g)", spec.bootstrap_servers,
+                            doing, error, waited, spec.wait_seconds)
+                logged = time.monotonic()
+            time.sleep(min(RETRY_PAUSE_SECONDS, spec.wait_seconds - waited))
+            continue
+        if logged is not None:
+            log.info("the Kafka broker at %s answers again after %.0f s (%s)",
+                        spec.bootstrap_servers, time.monotonic() - began, doing)
+        return result
+
+
+def article_id_from_key(key: Optional[bytes]) -> Optional[str]:
+    """The article id a message key gives: the key itself when it is UTF-8 text, else
+    ``hex:`` and its bytes in hex, so that no two keys give one id (a UTF-8 key that
+    itself begins with ``hex:`` is written in hex too). None for no key or an empty one."""
+    if not key:
+        return None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or text.startswith(HEX_KEY_PREFIX):
+        return HEX_KEY_PREFIX + key.hex()
+    return text
 
 
 def parse_start_time(start: str) -> int:
@@ -163,16 +253,18 @@ def plan_partitions(spec: KafkaSpec, consumer, now: float) -> Iterable[Partition
     if not partitions:
         raise ValueError(f"Kafka topic {spec.topic!r} does not exist at {spec.bootstrap_servers}")
     tps = [TopicPartition(spec.topic, p) for p in sorted(partitions)]
-    earliest = consumer.beginning_offsets(tps)
-    latest = consumer.end_offsets(tps)
+    earliest = consumer.beginning_offsets(tps, timeout_ms=ATTEMPT_MS)
+    latest = consumer.end_offsets(tps, timeout_ms=ATTEMPT_MS)
     if spec.start == "earliest":
         starts = earliest
     elif spec.start == "latest":
         starts = latest
     elif spec.start == "committed":
-        starts = {tp: consumer.committed(tp) or earliest[tp] for tp in tps}
+        starts = {tp: consumer.committed(tp, timeout_ms=ATTEMPT_MS) or earliest[tp]
+                  for tp in tps}
     else:
-        at = consumer.offsets_for_times({tp: parse_start_time(spec.start) for tp in tps})
+        at = consumer.offsets_for_times({tp: parse_start_time(spec.start) for tp in tps},
+                                        timeout_ms=ATTEMPT_MS)
         starts = {tp: at[tp].offset if at.get(tp) else latest[tp] for tp in tps}
     mode, amount = parse_stop(spec.stop)
     for tp in tps:
@@ -204,14 +296,22 @@ class _PlanTopicFn(beam.DoFn):
         self.spec = spec
 
     def process(self, _):
-        consumer = self.spec.consumer(group_id=self.spec.group_id)
-        try:
-            plan = list(plan_partitions(self.spec, consumer, time.time()))
-        finally:
-            consumer.close()
+        plan = wait_for_broker(self.spec, f"planning the read of topic {self.spec.topic}",
+                               self._plan)
+        log.info("reading Kafka topic %s at %s: %s", self.spec.topic,
+                 self.spec.bootstrap_servers,
+                 ", ".join(f"partition {r.partition} offsets {r.start}.."
+                           f"{'' if r.stop == NO_END else r.stop}" for r in plan))
         yield TopicRead(self.spec.topic,
                         tuple(PartitionRange(r.partition, r.start, r.stop) for r in plan),
                         deadline=plan[0].deadline)
+
+    def _plan(self):
+        consumer = self.spec.consumer(group_id=self.spec.group_id)
+        try:
+            return list(plan_partitions(self.spec, consumer, time.time()))
+        finally:
+            consumer.close()
 
 
 class TopicRangesTracker(RestrictionTracker):
@@ -353,7 +453,8 @@ class ReadTopicFn(beam.DoFn):
     def setup(self):
         # One consumer per worker thread, re-assigned per element: no group
         # membership, so no rebalancing while workers come and go.
-        self._consumer = self.spec.consumer(group_id=None)
+        self._consumer = wait_for_broker(self.spec, "connecting the reader",
+                                         lambda: self.spec.consumer(group_id=None))
 
     def teardown(self):
         if self._consumer is not None:
@@ -380,13 +481,15 @@ class ReadTopicFn(beam.DoFn):
             tracker.try_claim((partition, unfinished.pop(partition).stop))  # marks it read
             self._consumer.pause(tps[partition])
 
+        doing = f"reading topic {element.topic}"
         began = time.monotonic()
         while unfinished:
             if element.deadline is not None and time.time() >= element.deadline:
                 for p in list(unfinished):  # past the deadline: every range is done
                     finish(p)
                 return
-            records = self._consumer.poll(timeout_ms=self.spec.poll_timeout_ms, max_records=500)
+            records = wait_for_broker(self.spec, doing, lambda: self._consumer.poll(
+                timeout_ms=self.spec.poll_timeout_ms, max_records=500))
             if not records:
                 for p in list(unfinished):
                     position = self._consumer.position(tps[p])
@@ -417,13 +520,15 @@ class ReadTopicFn(beam.DoFn):
 
         The slack leaves room for messages produced just now whose (producer
         or broker) timestamps are slightly earlier than this worker's clock.
+        Asking for the end offsets is also how the reader notices an outage (a
+        poll just comes back empty): it waits here until the broker answers.
         """
         now = Timestamp.now() - Duration.of(self.spec.idle_slack_seconds)
         positions = {p: self._consumer.position(tps[p]) for p in unfinished}
-        try:
-            ends = self._consumer.end_offsets([tps[p] for p in unfinished])
-        except Exception:  # the broker is away: no partition is known to be caught up
-            return
+        ends = wait_for_broker(
+            self.spec, f"reading topic {self.spec.topic}",
+            lambda: self._consumer.end_offsets([tps[p] for p in unfinished],
+                                               timeout_ms=ATTEMPT_MS))
         for p, position in positions.items():
             if position is not None and position >= ends[tps[p]]:
                 watermarks.advance(p, now)
@@ -465,17 +570,24 @@ class _ReadAndCommitTopicFn(ReadTopicFn):
 
 
 def _commit(spec: KafkaSpec, next_offsets: Dict[int, int]) -> None:
-    """Commits ``{partition: next offset}`` to ``spec.group_id`` with a short-lived consumer."""
+    """Commits ``{partition: next offset}`` to ``spec.group_id`` with a short-lived
+    consumer, waiting out a broker outage (``wait_for_broker``)."""
     from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata
     if not next_offsets:
         return
-    consumer = spec.consumer()
-    try:
-        consumer.commit({TopicPartition(spec.topic, p): OffsetAndMetadata(o, "", -1)
-                         for p, o in next_offsets.items()})
-    finally:
-        consumer.close()
+    offsets = {TopicPartition(spec.topic, p): OffsetAndMetadata(o, "", -1)
+               for p, o in next_offsets.items()}
+
+    def commit_once():
+        consumer = spec.consumer()
+        try:
+            consumer.commit(offsets, timeout_ms=ATTEMPT_MS)
+        finally:
+            consumer.close()
+
+    wait_for_broker(spec, f"committing the offsets of group {spec.group_id} on topic "
+                          f"{spec.topic}", commit_once)
 
 
 class ParseMessagesFn(beam.DoFn):
@@ -490,7 +602,7 @@ class ParseMessagesFn(beam.DoFn):
         origin = f"kafka://{message.topic}"
         ingested_at = datetime.fromtimestamp(message.timestamp_ms / 1000, tz=timezone.utc)
         raw = message.value or b""
-        key = message.key.decode("utf-8", "replace") if message.key else None
+        key = article_id_from_key(message.key)
         try:
             check_size(len(raw), self.max_article_bytes, "message", key)
             if not raw.strip():

@@ -76,7 +76,8 @@ def story_partition(story):
 def kafka_spec(opts: NewsloomOptions) -> KafkaSpec:
     return KafkaSpec(bootstrap_servers=opts.kafka_bootstrap_servers, topic=opts.topic,
                      group_id=opts.group_id, start=opts.start, stop=opts.stop,
-                     client_config=json.loads(opts.kafka_config))
+                     client_config=json.loads(opts.kafka_config),
+                     wait_seconds=opts.kafka_wait_seconds)
 
 
 def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = None

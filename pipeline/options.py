@@ -78,6 +78,10 @@ class NewsloomOptions(PipelineOptions):
               help="JSON object of kafka-python client settings passed through as they are, "
                    'e.g. \'{"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", '
                    '"sasl_plain_username": "u", "sasl_plain_password": "p"}\'')
+        _flag(parser, "kafka_wait_seconds", type=float, default=300.0,
+              help="how long planning, reading and committing wait for an unreachable "
+                   "Kafka broker, logging while they wait, before the run fails "
+                   "(default: 300)")
         _flag(parser, "output", default="out",
               help="output folder: articles/, deadletter/ and _runs/ go below it (default: out)")
         _flag(parser, "run_id", type=run_id_flag, default=None,

@@ -4,6 +4,9 @@ seed variants and bad inputs built the way a real feed goes wrong."""
 import gzip
 import json
 import os
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,54 @@ def committed(broker, topic, group):
         return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
     finally:
         consumer.close()
+
+
+class Background(threading.Thread):
+    """``work()`` running in a daemon thread, started at once."""
+
+    def __init__(self, work):
+        super().__init__(daemon=True)
+        self._work = work
+        self.value = self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            self.value = self._work()
+        except BaseException as error:  # kept for result(), which raises it in the test
+            self.error = error
+
+    def result(self, timeout: float = 300.0):
+        """What ``work()`` returned, once it has; its error is raised here."""
+        self.join(timeout)
+        assert not self.is_alive(), f"still running after {timeout:.0f} s"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def wait_until(condition, what: str, timeout: float = 240.0,
+               alive: Background | None = None) -> None:
+    """Polls ``condition()`` until it holds; fails naming ``what`` after ``timeout`` seconds,
+    or at once when ``alive`` (the work being watched) has ended."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if alive is not None and not alive.is_alive():
+            pytest.fail(f"the work ended before {what}: {alive.error!r}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+@contextmanager
+def broker_outage(broker, kill: bool = False):
+    """The broker is down for the ``with`` block (stopped, or SIGKILLed with ``kill``), then
+    restarted on the same port and data directory, also when the block fails."""
+    if kill:
+        broker.kill()
+    else:
+        broker.stop()
+    try:
+        yield
+    finally:
+        broker.restart()

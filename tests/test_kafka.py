@@ -2,7 +2,6 @@
 
 import json
 from datetime import datetime, timedelta, timezone
-import threading
 import time
 import uuid
 
@@ -81,45 +80,6 @@ def test_rerun_from_the_start_adds_no_duplicate_rows(kafka_broker, tmp_path):
     assert len(ids) == len(set(ids)) == 4
 
 
-def test_broker_killed_and_restarted_mid_read_loses_and_duplicates_nothing(
-        kafka_broker, sib200, tmp_path):
-    """The run must read 400 messages per partition; only half exist when it starts, and
-    the broker is killed and restarted before the rest are produced."""
-    topic = fresh_topic()
-    kafka_broker.create_topic(topic, partitions=3)
-    with open(sib200 / "eng_Latn" / "train.tsv", encoding="utf-8") as f:
-        sentences = [line.split("\t")[2].strip() for line in f][1:]
-    per_partition, total = 400, 1200
-
-    def produce(numbers):
-        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
-        for i in numbers:
-            body = f"{sentences[i % len(sentences)]} (report {i})"
-            producer.send(topic, partition=i % 3, key=f"k{i}".encode(),
-                          value=json.dumps({"id": f"k{i}", "body": body}).encode())
-        producer.flush()
-        producer.close()
-
-    produce(range(0, total // 2))
-    result = {}
-    reader = threading.Thread(target=lambda: result.update(run_kafka(
-        kafka_broker, topic, tmp_path / "out", "--group_id", "crash", "--start", "earliest",
-        "--stop", str(per_partition), "--embedder", "none")))
-    reader.start()
-    time.sleep(8)
-    assert reader.is_alive(), "the read ended before all its messages existed"
-    kafka_broker.kill()
-    time.sleep(3)
-    kafka_broker.restart()
-    produce(range(total // 2, total))
-    reader.join(timeout=300)
-    assert not reader.is_alive()
-    assert result["read"] == total and result["dead_letters"] == 0
-    ids = [r["article_id"] for r in rows(tmp_path / "out" / "articles")]
-    assert len(ids) == len(set(ids)) == total
-    assert committed(kafka_broker, topic, "crash") == {0: 400, 1: 400, 2: 400}
-
-
 def test_bad_messages_are_dead_lettered_with_their_offsets(kafka_broker, tmp_path):
     topic = fresh_topic()
     kafka_broker.create_topic(topic, partitions=1)
@@ -154,6 +114,28 @@ def test_bad_messages_are_dead_lettered_with_their_offsets(kafka_broker, tmp_pat
     assert dead["malformed_json"]["raw"] == messages["malformed_json"]
 
 
+def test_binary_keys_give_distinct_article_ids_and_text_keys_stay_as_they_are(
+        kafka_broker, tmp_path):
+    topic = fresh_topic()
+    kafka_broker.create_topic(topic, partitions=1)
+    keys = [b"\xff\xfe\x00\x01\xc3", b"\xfe\xff\x00\x01\xc3", "Dhaka-7 ঢাকা".encode(),
+            b"hex:fffe0001c3"]  # text that looks like the first key's id
+    subjects = ["harvest", "election", "flood", "budget"]
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
+    for key, subject in zip(keys, subjects):
+        producer.send(topic, key=key, value=json.dumps(
+            {"body": f"A report about the {subject} in the northern districts."}).encode())
+    producer.flush()
+    producer.close()
+    summary = run_kafka(kafka_broker, topic, tmp_path / "out", "--start", "earliest",
+                        "--embedder", "none")
+    assert (summary["articles"], summary["dead_letters"]) == (4, 0)
+    by_id = {r["article_id"]: r["body"] for r in rows(tmp_path / "out" / "articles")}
+    assert sorted(by_id) == sorted(["hex:fffe0001c3", "hex:feff0001c3", "Dhaka-7 ঢাকা",
+                                    "hex:" + b"hex:fffe0001c3".hex()])
+    assert "harvest" in by_id["hex:fffe0001c3"] and "election" in by_id["hex:feff0001c3"]
+
+
 def test_start_and_stop_settings_are_checked():
     assert parse_stop("end") == ("end", 0)
     assert parse_stop("100") == ("count", 100)
@@ -165,6 +147,8 @@ def test_start_and_stop_settings_are_checked():
         KafkaSpec("127.0.0.1:1", "t", start="committed")  # committed needs a group
     with pytest.raises(ValueError):
         KafkaSpec("127.0.0.1:1", "t", group_id="g", start="whenever")
+    with pytest.raises(ValueError, match="kafka_wait_seconds"):
+        KafkaSpec("127.0.0.1:1", "t", start="earliest", wait_seconds=-1)
 
 
 def test_replay_timestamps_are_spread_over_the_past_or_the_send_time():
