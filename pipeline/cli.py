@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+from datetime import date
 from typing import List, Optional
 
 from pipeline.options import DEFAULT_INPUT, DEFAULT_RUNNER, NewsloomOptions
@@ -40,6 +41,27 @@ def _broker_command(args: argparse.Namespace) -> int:
     broker_main((["--version", args.version] if args.version else [])
                 + (["--port", str(args.port)] if args.port else []))
     return 0
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+    from pipeline.report.gather import ReportError
+    try:
+        report = write_report(args.out, args.output, args.since)
+    except ReportError as error:
+        print(f"newsloom report: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"report": args.output, "articles": report.articles,
+                      "dead_letters": sum(report.dead_letters_by_reason.values()),
+                      "runs": len(report.runs)}))
+    return 0
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     broker_parser.add_argument("--port", type=int, default=None)
     broker_parser.add_argument("--version", default=None,
                                help="Kafka version (default: the tested one)")
+
+    report_parser = commands.add_parser(
+        "report", help="write one self-contained HTML page about an output folder",
+        description="Reads OUT's articles, stories, dead letters and run summaries and writes "
+                    "one HTML page (charts, top stories, dead letters, runs) that opens "
+                    "offline.")
+    report_parser.add_argument("out", help="the --output folder of newsloom run")
+    report_parser.add_argument("--since", type=_day, default=None,
+                               help="only rows of this day (YYYY-MM-DD, the dt partition) "
+                                    "and later, and runs started on it or later")
+    report_parser.add_argument("--output", default="report.html",
+                               help="the HTML file to write (default: report.html)")
     return parser
 
 
@@ -100,6 +134,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _run_command(argv[1:])
     if args.command == "replay":
         return _replay_command(args)
+    if args.command == "report":
+        return _report_command(build_parser().parse_args(argv))  # an unknown flag is an error
     return _broker_command(args)
 
 
