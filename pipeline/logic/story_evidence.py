@@ -1,0 +1,239 @@
+"""Evidence that two different reports tell one event, and the model that weighs it.
+
+Two reports of one event by different outlets share neither wording nor
+paragraph structure, so a story link is judged on evidence features of the
+pair (``pair_evidence``): the cosine of the centred article vectors, the
+cosine of their openings, the share of paragraphs that align, the names and
+numbers both share weighted by their rarity (and the numbers alone), and the
+ratio of their lengths.
+A ``StoryModel`` (a logistic regression, one per kind of pair: one language
+or two) turns the features into a probability and links at its threshold.
+It is fitted from annotated real news pairs by
+``python -m pipeline.data.build_story_model`` and ships as
+``pipeline/data/story_model.json``.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, FrozenSet, Iterable, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from common.text import paragraphs
+from pipeline.logic.crosslingual import paragraph_coverage
+from pipeline.logic.evidence import specific_evidence
+
+MODEL_PATH = Path(__file__).resolve().parents[1] / "data" / "story_model.json"
+OPENING_CHARS = 300
+SAME_LANGUAGE, CROSS_LANGUAGE = "same_language", "cross_language"
+# Pairs are scored as story links only from this centred article cosine up
+# (the vector buckets' pre-filter for two articles in one language): below it
+# the model links no real pair.
+MIN_LINK_COSINE = 0.35
+
+
+def opening_text(body: str, max_chars: int = OPENING_CHARS) -> str:
+    """The article's opening: its first paragraph (the title, where the body has
+    one on its own line), cut to ``max_chars`` at a space."""
+    spans = paragraphs(body)
+    if not spans:
+        return ""
+    start, end = spans[0]
+    text = body[start:end].strip()
+    if len(text) <= max_chars:
+        return text
+    cut = text.rfind(" ", 0, max_chars)
+    return text[:cut if cut > max_chars // 2 else max_chars]
+
+
+def key_weight(key: str, document_frequency: Mapping[str, float]) -> float:
+    """The inverse document frequency of an evidence key, ``-ln(share of articles
+    holding it)``; a key not in the table is rare (its weight is the table's cap)."""
+    share = document_frequency.get(key)
+    return -math.log(share) if share else -math.log(document_frequency.get("", 1e-3))
+
+
+@dataclass(frozen=True)
+class PairEvidence:
+    """What two articles share. ``shared``: their specific names and numbers
+    (``pipeline.logic.evidence.specific_evidence``), rarest first."""
+
+    cosine: float
+    opening_cosine: float
+    coverage: float
+    shared_weight: float
+    numbers_weight: float
+    length_ratio: float
+    cross_language: bool
+    shared: Tuple[str, ...]
+
+    def feature(self, name: str) -> float:
+        return float(getattr(self, name))
+
+
+def pair_evidence(a_paragraphs: np.ndarray, b_paragraphs: np.ndarray, a_opening: np.ndarray,
+                  b_opening: np.ndarray, a_keys: FrozenSet[str], b_keys: FrozenSet[str],
+                  a_length: int, b_length: int, cross_language: bool,
+                  paragraph_similarity: float,
+                  document_frequency: Mapping[str, float]) -> PairEvidence:
+    """The evidence of a pair of articles, from their centred lead paragraph vectors
+    (unit rows), centred opening vectors, evidence keys and lengths (characters)."""
+    cosine = float(_mean_direction(a_paragraphs) @ _mean_direction(b_paragraphs))
+    shared = sorted(specific_evidence(a_keys & b_keys),
+                    key=lambda k: (-key_weight(k, document_frequency), k))
+    return PairEvidence(
+        cosine=cosine,
+        opening_cosine=float(a_opening @ b_opening),
+        coverage=paragraph_coverage(a_paragraphs, b_paragraphs, paragraph_similarity),
+        shared_weight=sum(key_weight(k, document_frequency) for k in shared),
+        numbers_weight=sum(key_weight(k, document_frequency) for k in shared if k.startswith("#")),
+        length_ratio=min(a_length, b_length) / max(a_length, b_length, 1),
+        cross_language=cross_language,
+        shared=tuple(shared))
+
+
+def _mean_direction(rows: np.ndarray) -> np.ndarray:
+    if not len(rows):
+        return np.zeros(rows.shape[-1], dtype=np.float32)
+    mean = rows.mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+@dataclass(frozen=True)
+class LinkRule:
+    """A logistic regression over named features: links when its probability reaches
+    ``threshold``. Features are standardised with ``means`` and ``scales``."""
+
+    features: Tuple[str, ...]
+    means: Tuple[float, ...]
+    scales: Tuple[float, ...]
+    weights: Tuple[float, ...]
+    intercept: float
+    threshold: float
+
+    def probability(self, evidence: PairEvidence) -> float:
+        z = self.intercept + sum(
+            w * (evidence.feature(f) - m) / s
+            for f, m, s, w in zip(self.features, self.means, self.scales, self.weights))
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+@dataclass(frozen=True)
+class StoryModel:
+    """One ``LinkRule`` for pairs in one language and one for pairs across two,
+    and the evidence keys' document frequencies (for ``key_weight``)."""
+
+    rules: Mapping[str, LinkRule]
+    document_frequency: Mapping[str, float]
+
+    def rule(self, cross_language: bool) -> LinkRule:
+        return self.rules[CROSS_LANGUAGE if cross_language else SAME_LANGUAGE]
+
+    def probability(self, evidence: PairEvidence) -> float:
+        return self.rule(evidence.cross_language).probability(evidence)
+
+    def links(self, evidence: PairEvidence) -> bool:
+        return self.probability(evidence) >= self.rule(evidence.cross_language).threshold
+
+    def to_json(self) -> str:
+        return json.dumps({"rules": {kind: rule.__dict__ for kind, rule in sorted(self.rules.items())},
+                           "document_frequency": dict(sorted(self.document_frequency.items()))},
+                          indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "StoryModel":
+        data = json.loads(text)
+        rules = {kind: LinkRule(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in rule.items()})
+                 for kind, rule in data["rules"].items()}
+        if set(rules) != {SAME_LANGUAGE, CROSS_LANGUAGE}:
+            raise ValueError(f"a story model needs rules {SAME_LANGUAGE} and {CROSS_LANGUAGE}")
+        return cls(rules, data["document_frequency"])
+
+    @classmethod
+    def load(cls, path: Path = MODEL_PATH) -> "StoryModel":
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: build it with "
+                                    "python -m pipeline.data.build_story_model TRAINING_CSV")
+        return cls.from_json(path.read_text())
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0,
+                 iterations: int = 50) -> Tuple[np.ndarray, float]:
+    """Weights and intercept of an L2-regularised logistic regression (Newton's method;
+    the intercept is not penalised). ``x``: standardised features, ``y``: 0/1."""
+    n, d = x.shape
+    design = np.hstack([x, np.ones((n, 1))])
+    beta = np.zeros(d + 1)
+    penalty = np.full(d + 1, l2)
+    penalty[-1] = 0.0
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-design @ beta))
+        gradient = design.T @ (p - y) + penalty * beta
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty) + 1e-9 * np.eye(d + 1)
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return beta[:-1], float(beta[-1])
+
+
+def fit_rule(evidence: Sequence[PairEvidence], same: Sequence[bool], features: Sequence[str],
+             l2: float = 1.0, min_precision: float = 0.9) -> LinkRule:
+    """A ``LinkRule`` fitted on ``evidence`` labelled ``same``, with the threshold that
+    gives the best F1 on them among those whose precision reaches ``min_precision``
+    (the best F1 outright if none does)."""
+    x = np.array([[e.feature(f) for f in features] for e in evidence], dtype=float)
+    y = np.array(same, dtype=float)
+    means = x.mean(axis=0)
+    scales = np.maximum(x.std(axis=0), 1e-9)
+    weights, intercept = fit_logistic((x - means) / scales, y, l2)
+    rule = LinkRule(tuple(features), tuple(means.round(6)), tuple(scales.round(6)),
+                    tuple(weights.round(6)), round(intercept, 6), 0.5)
+    probabilities = [rule.probability(e) for e in evidence]
+    return LinkRule(rule.features, rule.means, rule.scales, rule.weights, rule.intercept,
+                    round(best_threshold(probabilities, same, min_precision), 6))
+
+
+def best_threshold(scores: Sequence[float], same: Sequence[bool],
+                   min_precision: float = 0.9) -> float:
+    """The cut on ``scores`` with the best F1 among those reaching ``min_precision``
+    (else the best F1), halfway between two neighbouring scores."""
+    order = sorted(set(scores))
+    cuts = [(lo + hi) / 2 for lo, hi in zip(order, order[1:])] or order
+    best, best_key = cuts[0], None
+    for cut in cuts:
+        p, r, f = precision_recall_f1([s >= cut for s in scores], same)
+        key = (p >= min_precision, f, cut)
+        if best_key is None or key > best_key:
+            best, best_key = cut, key
+    return best
+
+
+def precision_recall_f1(predicted: Iterable[bool], same: Iterable[bool]) -> Tuple[float, float, float]:
+    tp = fp = fn = 0
+    for guess, truth in zip(predicted, same):
+        tp += guess and truth
+        fp += guess and not truth
+        fn += truth and not guess
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def document_frequencies(key_sets: Sequence[FrozenSet[str]], min_share: float) -> Dict[str, float]:
+    """The share of articles holding each specific evidence key held by at least
+    ``min_share`` of them (rarer keys are left out: ``key_weight`` caps them), and
+    under ``""`` the cap: half of ``min_share``."""
+    counts: Dict[str, int] = {}
+    for keys in key_sets:
+        for key in specific_evidence(keys):
+            counts[key] = counts.get(key, 0) + 1
+    n = max(len(key_sets), 1)
+    table = {k: round(c / n, 6) for k, c in counts.items() if c / n >= min_share}
+    table[""] = min_share / 2
+    return table
+

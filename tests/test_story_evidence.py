@@ -1,0 +1,101 @@
+"""The story-link evidence and model, on small pairs written here (no scraped text)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.logic.evidence import evidence_keys
+from pipeline.logic.story_evidence import (CROSS_LANGUAGE, SAME_LANGUAGE, LinkRule, PairEvidence,
+                                           StoryModel, best_threshold, document_frequencies,
+                                           fit_logistic, fit_rule, key_weight, opening_text,
+                                           pair_evidence, precision_recall_f1)
+
+
+def unit(*values):
+    v = np.array(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_opening_is_the_first_paragraph_cut_at_a_space():
+    assert opening_text("Storm hits the coast\nWinds of 150 km/h were measured.") == \
+        "Storm hits the coast"
+    body = "word " * 100
+    opening = opening_text(body, max_chars=52)
+    assert len(opening) <= 52 and opening.endswith("word") and opening == opening.strip()
+    assert opening_text("\n\n") == ""
+
+
+def test_pair_evidence_weighs_rare_shared_names_above_common_ones():
+    english = ("Maine lottery: Jonathan Kowalczyk wins the Powerball jackpot of 1,250,000 dollars "
+               "on Saturday in Portland.")
+    spanish = ("Lotería de Maine: Jonathan Kowalczyk gana el premio Powerball de 1,250,000 dólares "
+               "el sábado en Portland.")
+    frequency = {"@tlrs": 0.2, "@brbl": 0.3, "": 0.001}  # dollars and Powerball: common
+    para = np.array([unit(1, 0, 0)])
+    evidence = pair_evidence(para, np.array([unit(1, 1, 0)]), unit(0, 1, 0), unit(0, 1, 0),
+                             evidence_keys(english), evidence_keys(spanish), len(english),
+                             len(spanish), True, 0.5, frequency)
+    assert evidence.cosine == pytest.approx(math.sqrt(0.5), abs=1e-6)
+    assert evidence.opening_cosine == pytest.approx(1.0)
+    assert evidence.coverage == 1.0  # each article's one paragraph aligns at 0.71 >= 0.5
+    assert evidence.length_ratio == pytest.approx(min(len(english), len(spanish)) /
+                                                  max(len(english), len(spanish)))
+    # Kowalczyk and the sum are met across the two languages; the rarest weigh most.
+    assert {"@jntn", "@kblkjk", "#250", "@brtlnt"} <= set(evidence.shared)
+    assert evidence.shared[-2:] == ("@tlrs", "@brbl")
+    assert evidence.shared_weight == pytest.approx(
+        sum(key_weight(k, frequency) for k in evidence.shared))
+    assert evidence.numbers_weight == pytest.approx(key_weight("#250", frequency))
+    assert key_weight("@brbl", frequency) < key_weight("@kblkjk", frequency) == -math.log(0.001)
+
+
+def test_document_frequencies_keep_common_keys_and_cap_the_rest():
+    sets = [frozenset({"@trmb", "@bdn"}), frozenset({"@trmb", "#2020"}), frozenset({"@trmb"}),
+            frozenset({"#2020", "#7"})]
+    table = document_frequencies(sets, min_share=0.5)
+    # "@bdn" and "#7" are not specific (too short); "#2020" is in half of the sets.
+    assert table == {"@trmb": 0.75, "#2020": 0.5, "": 0.25}
+
+
+def test_logistic_fit_separates_and_the_threshold_meets_the_precision_floor():
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(-1, 0.5, (50, 2)), rng.normal(1, 0.5, (50, 2))])
+    y = np.r_[np.zeros(50), np.ones(50)]
+    weights, intercept = fit_logistic(x, y, l2=1.0)
+    probabilities = 1 / (1 + np.exp(-(x @ weights + intercept)))
+    assert ((probabilities >= 0.5) == y).mean() >= 0.95
+    assert weights.min() > 0 and abs(intercept) < 0.5
+    scores = [0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9]
+    same = [False, False, True, False, True, True, True]
+    # The best F1 would cut at 0.25 (precision 0.8); the floor of 0.9 moves it to 0.65.
+    assert best_threshold(scores, same, min_precision=0.0) == pytest.approx(0.25)
+    assert best_threshold(scores, same, min_precision=0.9) == pytest.approx(0.65)
+    assert precision_recall_f1([s >= 0.65 for s in scores], same) == (1.0, 0.75, pytest.approx(6 / 7))
+
+
+def evidence(cosine, shared_weight, cross=False):
+    return PairEvidence(cosine, 0.0, 0.0, shared_weight, 0.0, 1.0, cross, ())
+
+
+def test_a_fitted_model_links_what_it_learnt_and_survives_its_file(tmp_path):
+    same = [evidence(0.6 + i / 100, 20 + i) for i in range(20)]
+    different = [evidence(0.2 + i / 100, i / 2) for i in range(20)]
+    rules = {kind: fit_rule(same + different, [True] * 20 + [False] * 20,
+                            ("cosine", "shared_weight")) for kind in (SAME_LANGUAGE, CROSS_LANGUAGE)}
+    model = StoryModel(rules, {"@trmb": 0.3, "": 0.001})
+    assert model.links(evidence(0.7, 25)) and not model.links(evidence(0.25, 1))
+    assert model.links(evidence(0.7, 25, cross=True))
+    path = tmp_path / "model.json"
+    path.write_text(model.to_json())
+    loaded = StoryModel.load(path)
+    assert loaded == model
+    assert loaded.probability(evidence(0.5, 10)) == model.probability(evidence(0.5, 10))
+    with pytest.raises(FileNotFoundError, match="build_story_model"):
+        StoryModel.load(tmp_path / "missing.json")
+
+
+def test_a_rule_weighs_standardised_features():
+    rule = LinkRule(("cosine",), (0.5,), (0.1,), (2.0,), -1.0, 0.5)
+    assert rule.probability(evidence(0.5, 0)) == pytest.approx(1 / (1 + math.e))
+    assert rule.probability(evidence(0.6, 0)) == pytest.approx(1 / (1 + math.exp(-1.0)))
