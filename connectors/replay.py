@@ -4,9 +4,16 @@ Whatever the file source reads (the seed folder by default) goes to a topic
 as one JSON message per article, keyed by article id, in the form of
 ``schemas.article.INCOMING_JSON_SCHEMA``. Records the file source would
 dead-letter are counted and not sent.
+
+Messages stamped with old publication times are past a topic's usual retention
+(Kafka's default is 7 days), and the broker would delete them on its next
+retention check. So a topic that replay creates keeps messages for the age of
+the oldest stamp plus ``KEEP_AFTER_REPLAY_MS``; replaying into an existing topic
+whose retention is shorter warns.
 """
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -15,6 +22,13 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from connectors.file_source import ARTICLE, ArticleFileParser, read_article_files
 from schemas.article import ARTICLE as ARTICLE_SCHEMA, Article
+
+log = logging.getLogger(__name__)
+DAY_MS = 24 * 3600 * 1000
+# How long a created topic keeps even the oldest replayed message after the
+# replay: as long as Kafka's default retention keeps a fresh one.
+KEEP_AFTER_REPLAY_MS = 7 * DAY_MS
+
 
 @dataclass
 class ReplayReport:
@@ -50,14 +64,37 @@ def event_times_ms(articles: List[Article], mode: str, now_ms: int) -> List[int]
     raise ValueError(f"--timestamps must be record, now or spread:SECONDS, got {mode!r}")
 
 
+def oldest_age_ms(times_ms: List[Optional[int]], now_ms: int) -> int:
+    """How long ago the oldest of ``times_ms`` is (None: stamped at send, age 0)."""
+    stamps = [t for t in times_ms if t is not None]
+    return max(0, now_ms - min(stamps)) if stamps else 0
+
+
 def ensure_topic(bootstrap_servers: str, topic: str, partitions: int,
-                 client_config: Dict[str, Any]) -> None:
-    from kafka.admin import KafkaAdminClient
+                 client_config: Dict[str, Any], oldest_age: int = 0) -> None:
+    """Creates ``topic`` if it is missing, with a retention that keeps a message
+    ``oldest_age`` ms old for ``KEEP_AFTER_REPLAY_MS`` more; an existing topic is
+    left as it is, with a warning if it would delete such a message within a day."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), **client_config)
     try:
         if topic not in admin.list_topics():
-            admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1}},
+            retention = oldest_age + KEEP_AFTER_REPLAY_MS
+            admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1,
+                                         "configs": {"retention.ms": str(retention)}}},
                                 wait_for_metadata=True)
+            return
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, ["retention.ms"])],
+            config_filter="all")
+        kept = int(described["topic"][topic]["retention.ms"]["value"])
+        if 0 <= kept < oldest_age + DAY_MS:
+            log.warning(
+                "topic %s keeps messages for %.1f days, but the oldest replayed message is "
+                "stamped %.1f days ago: the broker deletes it within a day, maybe before "
+                "anything reads it. Replay into a new topic (replay creates it with a "
+                "retention that keeps them), use --timestamps now, or raise the topic's "
+                "retention.ms.", topic, kept / DAY_MS, oldest_age / DAY_MS)
     finally:
         admin.close()
 
@@ -98,8 +135,10 @@ def replay(input_path: str, bootstrap_servers: str, topic: str, *, partitions: i
             articles.append(record)
         else:
             report.skipped += 1
-    times = event_times_ms(articles, timestamps, int(time.time() * 1000))
-    ensure_topic(bootstrap_servers, topic, partitions, client_config)
+    now_ms = int(time.time() * 1000)
+    times = event_times_ms(articles, timestamps, now_ms)
+    ensure_topic(bootstrap_servers, topic, partitions, client_config,
+                 oldest_age_ms(times, now_ms))
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks="all",
                              max_request_size=max(max_article_bytes * 2, 1 << 20),
                              **client_config)

@@ -2,6 +2,7 @@
 
 import json
 from datetime import datetime, timedelta, timezone
+import logging
 import time
 import uuid
 
@@ -12,7 +13,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from connectors.kafka_source import NO_END, KafkaSpec, parse_start_time, parse_stop
 from connectors.replay import event_times_ms, replay
 from pipeline.graph import run
-from tests.conftest import SEEDS, committed
+from tests.conftest import SEEDS, committed, wait_until
 
 
 def rows(path):
@@ -136,6 +137,44 @@ def test_binary_keys_give_distinct_article_ids_and_text_keys_stay_as_they_are(
     assert sorted(by_id) == sorted(["hex:fffe0001c3", "hex:feff0001c3", "Dhaka-7 ঢাকা",
                                     "hex:" + b"hex:fffe0001c3".hex()])
     assert "harvest" in by_id["hex:fffe0001c3"] and "election" in by_id["hex:feff0001c3"]
+
+
+def test_replay_creates_a_topic_that_keeps_old_articles_and_warns_of_one_that_would_not(
+        tmp_path, caplog):
+    from kafka import TopicPartition
+
+    from connectors.local_kafka import LocalKafkaBroker
+    a_year_ago = datetime.now(timezone.utc) - timedelta(days=365)
+    feed = tmp_path / "old.jsonl"
+    feed.write_text("\n".join(json.dumps({
+        "id": f"old-{i}", "body": f"Archived report {i} on the river levels.",
+        "published_at": (a_year_ago + timedelta(hours=i)).isoformat()}) for i in range(3)) + "\n")
+    # A broker that checks retention every second instead of every 5 minutes.
+    checks_often = {"log.retention.check.interval.ms": "1000", "log.initial.task.delay.ms": "0"}
+    with LocalKafkaBroker(extra_properties=checks_often) as broker:
+        replay(str(feed), broker.bootstrap_servers, "replayed", partitions=1, progress=False)
+        # A topic that keeps messages for 1 s shows when a retention check has run.
+        broker.create_topic("control", config={"retention.ms": "1000"})
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+        producer.send("control", value=b"{}",
+                      timestamp_ms=int(a_year_ago.timestamp() * 1000)).get(30)
+        producer.close()
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers)
+        try:
+            control, replayed = TopicPartition("control", 0), TopicPartition("replayed", 0)
+            wait_until(lambda: consumer.beginning_offsets([control])[control] == 1,
+                       "retention check deleting the control topic's message")
+            assert consumer.beginning_offsets([replayed])[replayed] == 0
+            assert consumer.end_offsets([replayed])[replayed] == 3
+        finally:
+            consumer.close()
+
+        broker.create_topic("keeps-a-week")  # the broker's default retention: 7 days
+        caplog.set_level(logging.WARNING, logger="connectors.replay")
+        replay(str(feed), broker.bootstrap_servers, "keeps-a-week", progress=False)
+        (warning,) = [r.getMessage() for r in caplog.records if r.name == "connectors.replay"]
+        assert "topic keeps-a-week keeps messages for 7.0 days" in warning
+        assert "stamped 365.0 days ago" in warning
 
 
 def test_start_and_stop_settings_are_checked():
