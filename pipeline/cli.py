@@ -88,11 +88,13 @@ def _version() -> str:
 
 
 def _report_command(args: argparse.Namespace) -> int:
+    from pyarrow import ArrowException
+
     from pipeline.report import write_report
     from pipeline.report.gather import ReportError
     try:
         report = write_report(args.out, args.output, args.since)
-    except ReportError as error:
+    except (ReportError, ArrowException, OSError) as error:  # a bad file, an unwritable page
         print(f"newsloom report: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps({"report": args.output, "articles": report.articles,

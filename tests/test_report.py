@@ -143,6 +143,17 @@ def test_a_missing_folder_is_an_error_and_a_bad_flag_too(tmp_path, capsys):
         assert exit_.value.code == 2
 
 
+def test_a_file_that_is_not_parquet_is_an_error_that_names_it(reported, tmp_path, capsys):
+    out, _ = reported
+    folder = tmp_path / "out"
+    shutil.copytree(out, folder)
+    broken = next((folder / "articles").rglob("*.parquet"))
+    broken.write_bytes(b"not parquet")
+    assert main(["report", str(folder), "--output", str(tmp_path / "r.html")]) == 2
+    assert str(broken) in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_unreadable_run_summary_is_named_on_the_page(tmp_path):
     (tmp_path / "_runs").mkdir()
     (tmp_path / "_runs" / "broken.json").write_text("{not json")
