@@ -16,6 +16,8 @@ fingerprints, vectors and stories seed FindDuplicates, so stories continue.
 
 import json
 import logging
+import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional
@@ -34,9 +36,10 @@ from pipeline.steps.detect_language import DetectLanguage
 from pipeline.steps.drop_repeated_ids import DropRepeatedIds
 from pipeline.steps.embed_articles import EmbedArticles
 from pipeline.steps.find_duplicates import FindDuplicates, at_event_time, member_of
-from pipeline.options import NewsloomOptions, new_run_id, normalise_argv
+from pipeline.logic import progress
+from pipeline.options import NewsloomOptions, new_run_id, normalise_argv, runs_in_process
 from pipeline.runners.local import local_runner, runner_kind
-from pipeline.steps.run_summary import WriteRunSummary, read_summary
+from pipeline.steps.run_summary import CountProgress, WriteRunSummary, read_summary
 from pipeline.steps.story_table import SummarizeStories
 from pipeline.steps.tag_topics import TagTopics
 from schemas import article as article_schema
@@ -96,8 +99,11 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
         argv.append(f"--run_id={new_run_id()}")
     nothing_to_read = check_input(opts.input) \
         if source is None and not opts.kafka_bootstrap_servers else None
+    batch = not PipelineOptions(argv).view_as(StandardOptions).streaming
     with held_output(opts.output, PipelineOptions(argv).view_as(NewsloomOptions).run_id), \
-            local_runner(argv) as runner_argv:
+            local_runner(argv) as runner_argv, \
+            progress.shown(sys.stderr) if batch and not opts.quiet and runs_in_process(argv) \
+            else nullcontext():
         if nothing_to_read:
             logging.getLogger(__name__).warning(nothing_to_read)
         options = PipelineOptions(runner_argv)
@@ -160,8 +166,11 @@ def build(p: beam.Pipeline, options: PipelineOptions,
         read = p | "ReadArticleFiles" >> ReadArticleFiles(
             opts.input, ingested_at=started_at, max_article_bytes=opts.max_article_bytes,
             max_dead_letter_bytes=opts.max_dead_letter_bytes, exclude=[opts.output])
-    articles = read.articles | "AtEventTime" >> beam.Map(at_event_time)
-    rejected = [read[DEAD_LETTER_OUTPUT]]
+    articles = (read.articles
+                | "CountRead" >> beam.ParDo(CountProgress("read"))
+                | "AtEventTime" >> beam.Map(at_event_time))
+    rejected = [read[DEAD_LETTER_OUTPUT]
+                | "CountRejected" >> beam.ParDo(CountProgress("rejected"))]
     if windows:
         admitted = articles | "AdmitOnTime" >> AdmitOnTime(windows, opts.max_dead_letter_bytes)
         articles = admitted.articles
@@ -192,6 +201,7 @@ def build(p: beam.Pipeline, options: PipelineOptions,
                                opts.min_topic_score, opts.max_topics)
         articles = articles | "TagTopics" >> tag_topics
         topic_cut = tag_topics.cut
+    articles = articles | "CountDone" >> beam.ParDo(CountProgress("done"))
     dead_letters = rejected | "AllDeadLetters" >> beam.Flatten()
 
     def sink(name, schema, partition_columns, partition_of, sort_by, time_of, unique_key=None):
@@ -208,6 +218,7 @@ def build(p: beam.Pipeline, options: PipelineOptions,
     written_articles = articles | "WriteArticles" >> sink(
         "articles", article_schema.ARTICLE, article_schema.PARTITION_COLUMNS, article_partition,
         ("article_id",), event_time, unique_key="article_id")
+    _ = written_articles | "CountWritten" >> beam.ParDo(CountProgress("written"))
     written_stories = (
         articles
         | "SummarizeStories" >> SummarizeStories(

@@ -140,6 +140,10 @@ class NewsloomOptions(PipelineOptions):
         _flag(parser, "parquet_compression", default="zstd",
               choices=["zstd", "snappy", "gzip", "none"],
               help="Parquet codec (default: zstd)")
+        _flag(parser, "quiet", action="store_true",
+              help="no progress line on stderr (a batch run on the in-process runner "
+                   "shows one: records read, articles done and written, articles/s, "
+                   "time left)")
 
 
 # Runners that hand every option to a Java runner, which takes options Python's
@@ -198,6 +202,17 @@ def normalise_argv(argv: Optional[List[str]]) -> List[str]:
     if opts.kafka_bootstrap_servers and is_endless(opts.stop) and "--streaming" not in argv:
         argv.append("--streaming")
     return argv
+
+
+# Runners that run the steps in this process, where the progress counts are.
+# (Not the DirectRunner: it may hand a batch to Prism.)
+IN_PROCESS_RUNNERS = {"fnapirunner", "bundlebaseddirectrunner"}
+
+
+def runs_in_process(argv: List[str]) -> bool:
+    """Whether normalised ``argv`` runs the pipeline's steps in this process."""
+    return ((flag_value(argv, "--runner") or "").lower() in IN_PROCESS_RUNNERS
+            and flag_value(argv, "--direct_running_mode") != "multi_processing")
 
 
 def new_run_id(now: Optional[datetime] = None) -> str:

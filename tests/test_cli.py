@@ -3,18 +3,21 @@
 import fcntl
 import json
 import os
+import pty
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import pytest
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.cli import build_parser
+from pipeline.logic.progress import progress_line
 from pipeline.options import NewsloomOptions, normalise_argv, run_id_flag, unknown_pipeline_flags
 from tests.conftest import ROOT, SEEDS
 
@@ -284,3 +287,54 @@ def test_every_flag_takes_dashes_and_underscores_and_help_shows_one_spelling(com
     # Beam owns --bootstrap_servers (Kafka Streams): newsloom reads it as its brokers.
     options = PipelineOptions(normalise_argv(["--bootstrap_servers=h:9", "--topic=t"]))
     assert options.view_as(NewsloomOptions).kafka_bootstrap_servers == "h:9"
+
+
+def test_the_progress_line_says_what_is_done_and_what_is_left():
+    counts = {"read": 900, "rejected": 12, "done": 300, "written": 0}
+    assert progress_line(counts, 60.0) == (
+        "read 912 records (12 rejected) · 300 articles done · 0 written · 5.0 articles/s · "
+        "1:00 elapsed · about 2:00 left")
+    before = {"read": 40, "rejected": 0, "done": 0, "written": 0}
+    assert progress_line(before, 3725.0) == (
+        "read 40 records · 0 articles done · 0 written · 0.0 articles/s · 1:02:05 elapsed")
+
+
+def test_a_batch_run_shows_its_progress_and_the_summary_its_speed(tmp_path):
+    done = newsloom("run", "--input", SEEDS, "--output", tmp_path / "out", "--embedder", "none")
+    assert done.returncode == 0, done.stderr
+    # stderr is not a terminal here: plain lines, the last when the run ends.
+    last = [line for line in done.stderr.splitlines() if line.startswith("newsloom: read")][-1]
+    assert last.startswith("newsloom: read 4 records · 4 articles done · 4 written · ")
+    summary = json.loads(done.stdout)
+    wall = (datetime.fromisoformat(summary["finished_at"])
+            - datetime.fromisoformat(summary["started_at"])).total_seconds()
+    assert summary["wall_seconds"] == pytest.approx(wall, abs=0.001) and wall > 0
+    assert summary["articles_per_second"] == pytest.approx(4 / wall, abs=0.01)
+    quiet = newsloom("run", "--input", SEEDS, "--output", tmp_path / "quiet", "--embedder",
+                     "none", "--quiet")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "newsloom: read" not in quiet.stderr
+
+
+def test_on_a_terminal_the_progress_is_one_line_rewritten_in_place(tmp_path):
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--input", str(SEEDS),
+                            "--output", str(tmp_path / "out"), "--embedder", "none"],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    shown = bytearray()
+    while True:  # until the run closes its end of the terminal
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: no process has the terminal open any more
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert run.wait(timeout=300) == 0, shown.decode(errors="replace")
+    run.stdout.close()
+    updates = re.findall(rb"\r\x1b\[K(newsloom: read [^\r\n]*)", bytes(shown))
+    assert len(updates) >= 2, shown
+    assert updates[-1].startswith("newsloom: read 4 records · 4 articles done · 4 written".encode())

@@ -16,7 +16,8 @@ from typing import Any, Dict, Iterable, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from connectors.parquet_sink import temporary_dir
+from connectors.parquet_sink import SinkResult, temporary_dir
+from pipeline.logic import progress
 
 Event = Tuple[str, str]  # (counter group, key), e.g. ("lang", "bn")
 
@@ -40,7 +41,10 @@ def summarize(counts: Dict[Event, int], run_id: str, started_at: datetime,
     articles = counts.get(("articles", ""), 0)
     dead_letters = sum(group("dead_letter").values())
     read = counts.get(("read", ""), 0)
+    wall_seconds = (finished_at - started_at).total_seconds()
     return {
+        "wall_seconds": round(wall_seconds, 3),
+        "articles_per_second": round(articles / wall_seconds, 2) if wall_seconds > 0 else 0.0,
         "run_id": run_id,
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
@@ -57,6 +61,19 @@ def summarize(counts: Dict[Event, int], run_id: str, started_at: datetime,
         "rows_already_present": group("rows_already_present"),
         "files_written": group("files_written"),
     }
+
+
+class CountProgress(beam.DoFn):
+    """Adds each element, or each ``SinkResult``'s rows, to the live progress
+    count ``name`` (``pipeline.logic.progress``), and passes the element on."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def process(self, element):
+        rows = element.rows + element.already_present if isinstance(element, SinkResult) else 1
+        progress.RUN.add(self.name, rows)  # this process's counts, looked up at run time
+        yield element
 
 
 class WriteRunSummary(beam.PTransform):
