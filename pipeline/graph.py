@@ -177,9 +177,10 @@ def build(p: beam.Pipeline, options: PipelineOptions,
         rejected.append(admitted[DEAD_LETTER_OUTPUT])
     earlier = p | "ReadStoryState" >> ReadStoryState(opts.output, story_window)
     unique = articles | "DropRepeatedIds" >> DropRepeatedIds(
-        opts.max_dead_letter_bytes, forget_after=story_window if windows else None,
-        earlier_ids=earlier | "EarlierIds" >> beam.Map(lambda row: (row["article_id"], {
-            "origin": row["origin"], "origin_offset": row["origin_offset"]})))
+        opts.max_dead_letter_bytes,
+        earlier | "EarlierIds" >> beam.Map(lambda row: (row["article_id"], {
+            "origin": row["origin"], "origin_offset": row["origin_offset"]})),
+        forget_after=story_window if windows else None)
     rejected.append(unique[DEAD_LETTER_OUTPUT])
     articles = unique.articles | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)
     # One embedding per article serves both translations and topics.

@@ -2,7 +2,8 @@ import numpy as np
 
 from pipeline.logic.minhash import MinHasher, shingle_hashes
 from pipeline.logic.stories import (STORY_LINK, BucketEntry, Match, Member, assign_in_order,
-                              bucket_pairs, nearest_in_time, order_key, singleton)
+                              bucket_pairs, micros_to_utc, nearest_in_time, order_key,
+                              singleton)
 
 
 def member(article_id, t):
@@ -142,3 +143,11 @@ def test_exact_bucket_matches_newcomer_with_each_partner_later_copying_earlier()
     matches = list(bucket_pairs("exact", BucketEntry(member("b", 2), "en"), stored, 0.0, 0.0))
     assert {(m.later.article_id, m.earlier.article_id, m.score, m.kind) for m in matches} == {
         ("b", "a", 1.0, "exact"), ("c", "b", 1.0, "exact")}
+
+
+def test_an_order_key_time_comes_back_exactly_from_the_utc_time_a_story_state_keeps():
+    # Times of 1970 to 2030: timestamp() * 1e6 in floating point misses some by 1 µs.
+    micros = [int(m) for m in np.random.default_rng(3).integers(
+        0, 1_900_000_000_000_000, 1000)] + [-1, 0, 1]
+    assert [order_key(micros_to_utc(m), micros_to_utc(m), "a")[:2] for m in micros] == [
+        (m, m) for m in micros]

@@ -70,7 +70,9 @@ class StoryAssignment:
 
 
 def _micros(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000)
+    # Integer arithmetic, not timestamp() * 1e6: exact, so that micros_to_utc
+    # gives back the same time (a story's order is kept as a time in its state).
+    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def order_key(published_at: Optional[datetime], ingested_at: datetime,

@@ -85,8 +85,8 @@ class DropRepeatedIds(beam.PTransform):
     repeat.
     """
 
-    def __init__(self, max_dead_letter_bytes: int, forget_after: Optional[float] = None,
-                 earlier_ids=None):
+    def __init__(self, max_dead_letter_bytes: int, earlier_ids,
+                 forget_after: Optional[float] = None):
         super().__init__()
         if forget_after is not None and forget_after <= 0:
             raise ValueError(f"forget_after must be positive seconds, got {forget_after}")
@@ -97,9 +97,7 @@ class DropRepeatedIds(beam.PTransform):
     def expand(self, articles):
         keyed = articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)) \
             .with_output_types(Tuple[str, Any])  # a typed key gets a deterministic coder
-        earlier_ids = self.earlier_ids if self.earlier_ids is not None else (
-            keyed.pipeline | "NoEarlierIds" >> beam.Create([]))
-        earlier_ids = beam.pvalue.AsDict(earlier_ids)
+        earlier_ids = beam.pvalue.AsDict(self.earlier_ids)
         if self.forget_after is not None:
             return keyed | "KeepFirstArrival" >> beam.ParDo(_KeepFirstArrivalFn(
                 self.forget_after, self.max_dead_letter_bytes), earlier_ids).with_outputs(
