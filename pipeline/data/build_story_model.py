@@ -1,6 +1,6 @@
 """Builds ``story_model.json``: the story-link model, fitted on annotated real news pairs.
 
-    python -m pipeline.data.build_story_model TRAINING_CSV [--cache DIR]
+    python -m pipeline.data.build_story_model TRAINING_CSV [--cache DIR] [--pairs N]
 
 TRAINING_CSV holds pairs rated as SemEval-2022 Task 8 rates them (columns
 lang1, lang2, text1, text2 and the 1-4 rating Overall); "same story" is
@@ -14,8 +14,9 @@ spans from ``LanguageDetector``, its lead paragraphs' centred vectors from
 and the centred vector of its opening. Then one ``LinkRule`` is fitted for
 one-language pairs and one for two-language pairs over ``FEATURES``
 (``pipeline.logic.story_evidence``), with the document frequencies of the
-names and numbers. ``benchmarks/evaluate_real_stories.py`` cross-validates
-the same fit. Deterministic: sorted texts, no randomness.
+names and numbers; the seeds' pairs of different stories (``SEEDS_APART``)
+are fitted as pairs that must not link. ``benchmarks/evaluate_real_stories.py``
+cross-validates the same fit. Deterministic: sorted texts, a seeded shuffle.
 """
 
 import argparse
