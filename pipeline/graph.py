@@ -192,7 +192,8 @@ def build(p: beam.Pipeline, options: PipelineOptions,
     found = articles | "FindDuplicates" >> FindDuplicates(
         opts.near_duplicate_threshold, embedded=embedded,
         paragraph_similarity=opts.paragraph_similarity, coverage=opts.translation_coverage,
-        story_link_cosine=opts.story_link_cosine if opts.story_link_cosine < 1 else None,
+        story_links=opts.story_link_probability != 1,
+        story_link_probability=opts.story_link_probability,
         story_window=story_window, assign_every=ASSIGN_EVERY, bounded=windows is None,
         earlier=earlier, earlier_embedded=earlier_embedded, embedder=opts.embedder)
     articles = found["articles"]

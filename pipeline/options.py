@@ -111,10 +111,11 @@ class NewsloomOptions(PipelineOptions):
         _flag(parser, "translation_coverage", type=float, default=0.5,
               help="a translation duplicate needs more than this share of the lead "
                    "paragraphs of each article to align (default: 0.5, i.e. most of them)")
-        _flag(parser, "story_link_cosine", type=float, default=0.7,
-              help="different reports of one event (not copies) join one story when their "
-                   "centred article vectors reach this cosine, they share 3 specific names "
-                   "or numbers and are within 24 h; 1 turns story links off (default: 0.7)")
+        _flag(parser, "story_link_probability", type=float, default=None,
+              help="different reports of one event (not copies, within 24 h) join one story "
+                   "when the story model (pipeline/data/story_model.json, fitted on real "
+                   "news pairs) gives their evidence this probability; 1 turns story links "
+                   "off (default: the model's thresholds for one language and for two)")
         _flag(parser, "story_window_hours", type=float, default=72.0,
               help="how long, in event time (publication, else ingestion), an article can "
                    "still be matched by a later copy; on a stream, its state is dropped "

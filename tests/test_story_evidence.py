@@ -99,3 +99,16 @@ def test_a_rule_weighs_standardised_features():
     rule = LinkRule(("cosine",), (0.5,), (0.1,), (2.0,), -1.0, 0.5)
     assert rule.probability(evidence(0.5, 0)) == pytest.approx(1 / (1 + math.e))
     assert rule.probability(evidence(0.6, 0)) == pytest.approx(1 / (1 + math.exp(-1.0)))
+
+
+def test_pairs_kept_apart_stay_below_the_threshold():
+    same = [evidence(0.6 + i / 100, 20 + i) for i in range(20)]
+    different = [evidence(0.2 + i / 100, i / 2) for i in range(20)]
+    # Two different stories on one subject: as close as one story, sharing fewer names.
+    related = evidence(0.75, 8)
+    labels = [True] * 20 + [False] * 20
+    free = fit_rule(same + different, labels, ("cosine", "shared_weight"))
+    assert free.probability(related) >= free.threshold
+    kept = fit_rule(same + different, labels, ("cosine", "shared_weight"), apart=[related])
+    assert kept.probability(related) < kept.threshold
+    assert kept.probability(evidence(0.7, 30)) >= kept.threshold  # one story still links

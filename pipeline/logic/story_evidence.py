@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, Iterable, Mapping, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -160,19 +160,22 @@ class StoryModel:
         return cls.from_json(path.read_text())
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0,
-                 iterations: int = 50) -> Tuple[np.ndarray, float]:
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50,
+                 sample_weight: Optional[np.ndarray] = None) -> Tuple[np.ndarray, float]:
     """Weights and intercept of an L2-regularised logistic regression (Newton's method;
-    the intercept is not penalised). ``x``: standardised features, ``y``: 0/1."""
+    the intercept is not penalised). ``x``: standardised features, ``y``: 0/1,
+    ``sample_weight``: how much each row counts (None: 1 each)."""
     n, d = x.shape
+    counts = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
     design = np.hstack([x, np.ones((n, 1))])
     beta = np.zeros(d + 1)
     penalty = np.full(d + 1, l2)
     penalty[-1] = 0.0
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-design @ beta))
-        gradient = design.T @ (p - y) + penalty * beta
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty) + 1e-9 * np.eye(d + 1)
+        gradient = design.T @ (counts * (p - y)) + penalty * beta
+        hessian = ((design * (counts * p * (1 - p))[:, None]).T @ design + np.diag(penalty)
+                   + 1e-9 * np.eye(d + 1))
         step = np.linalg.solve(hessian, gradient)
         beta -= step
         if np.abs(step).max() < 1e-8:
@@ -181,20 +184,27 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0,
 
 
 def fit_rule(evidence: Sequence[PairEvidence], same: Sequence[bool], features: Sequence[str],
-             l2: float = 1.0, min_precision: float = 0.9) -> LinkRule:
+             l2: float = 1.0, min_precision: float = 0.9, apart: Sequence[PairEvidence] = (),
+             apart_weight: float = 10.0) -> LinkRule:
     """A ``LinkRule`` fitted on ``evidence`` labelled ``same``, with the threshold that
     gives the best F1 on them among those whose precision reaches ``min_precision``
-    (the best F1 outright if none does)."""
-    x = np.array([[e.feature(f) for f in features] for e in evidence], dtype=float)
-    y = np.array(same, dtype=float)
-    means = x.mean(axis=0)
-    scales = np.maximum(x.std(axis=0), 1e-9)
-    weights, intercept = fit_logistic((x - means) / scales, y, l2)
+    (the best F1 outright if none does). ``apart``: pairs that must not link (different
+    stories on one subject): they are fitted as different, each counting
+    ``apart_weight`` times, and the threshold is raised above them if need be."""
+    x = np.array([[e.feature(f) for f in features] for e in list(evidence) + list(apart)],
+                 dtype=float)
+    y = np.r_[np.array(same, dtype=float), np.zeros(len(apart))]
+    counts = np.r_[np.ones(len(evidence)), np.full(len(apart), apart_weight)]
+    means = x[:len(evidence)].mean(axis=0)
+    scales = np.maximum(x[:len(evidence)].std(axis=0), 1e-9)
+    weights, intercept = fit_logistic((x - means) / scales, y, l2, sample_weight=counts)
     rule = LinkRule(tuple(features), tuple(means.round(6)), tuple(scales.round(6)),
                     tuple(weights.round(6)), round(intercept, 6), 0.5)
-    probabilities = [rule.probability(e) for e in evidence]
+    threshold = best_threshold([rule.probability(e) for e in evidence], same, min_precision)
+    for pair in apart:
+        threshold = max(threshold, rule.probability(pair) + 1e-6)
     return LinkRule(rule.features, rule.means, rule.scales, rule.weights, rule.intercept,
-                    round(best_threshold(probabilities, same, min_precision), 6))
+                    round(threshold + 5e-7, 6))
 
 
 def best_threshold(scores: Sequence[float], same: Sequence[bool],

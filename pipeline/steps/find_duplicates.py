@@ -32,10 +32,10 @@ from apache_beam.transforms.window import TimestampedValue
 from pipeline.logic.crosslingual import paragraph_coverage
 from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
 from pipeline.steps.embed_articles import ArticleVectors
-from pipeline.logic.evidence import specific_evidence
 from pipeline.logic.minhash import MinHasher, jaccard, shingle_hashes
 from pipeline.logic.stories import (STORY_LINK, BucketEntry, Match, Member, StoryAssignment,
                                     StoryOf, micros_to_utc, order_key)
+from pipeline.logic.story_evidence import MIN_LINK_COSINE, StoryModel, pair_evidence
 from pipeline.steps.story_clusterer import (EXACT, NEAR, VECTOR, JoinById, StoryClusterer,
                                       event_time)
 from common.text import tokens
@@ -46,13 +46,11 @@ from schemas.story_state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 # estimate is within this margin of the threshold: about 2 standard errors,
 # so templated articles that share a bucket but not their text stop here.
 SKETCH_MARGIN = 0.1
-# Shared names and numbers kept as a duplicate's evidence.
+# Shared names and numbers kept as a duplicate's or a link's evidence.
 MAX_EVIDENCE = 20
-# A story link (a different report of the same event) needs, besides its
-# article cosine, this many shared specific names and numbers (see
-# ``pipeline.logic.evidence.specific_evidence``), and the two reports this close in event time: the
-# reports of one event come out within a day of each other.
-MIN_LINK_EVIDENCE = 3
+# Two reports of one event come out within a day of each other: a story link
+# needs its two articles this close in event time. (The real news pairs the
+# story model is fitted on carry no dates, so this cut is not measured.)
 STORY_LINK_HOURS = 24
 
 
@@ -169,38 +167,49 @@ def translation_match(later: Member, earlier: Member, later_vectors: ArticleVect
 
 
 def story_link(later: Member, earlier: Member, later_vectors: ArticleVectors,
-               earlier_vectors: ArticleVectors, min_cosine: float,
-               min_evidence: int = MIN_LINK_EVIDENCE,
+               earlier_vectors: ArticleVectors, model: StoryModel,
+               paragraph_similarity: Dict[str, float], default_similarity: float,
+               min_probability: Optional[float] = None,
                max_hours: float = STORY_LINK_HOURS) -> Optional[Match]:
-    """A story link when two different reports agree strongly: their centred article
-    vectors' cosine reaches ``min_cosine``, they share ``min_evidence`` specific
-    names and numbers, and they are within ``max_hours`` of each other in event time."""
+    """A story link when ``model`` gives the two reports' evidence
+    (``pipeline.logic.story_evidence.pair_evidence``) a probability of at least
+    ``min_probability`` (None: the model's threshold for a pair in one language,
+    or in two) and they are within ``max_hours`` of each other in event time.
+    The match's score is that probability, its evidence the shared specific
+    names and numbers, rarest first."""
     if abs(later.order[0] - earlier.order[0]) > max_hours * 3600 * 1_000_000:
         return None
-    cosine = float(later_vectors.article_vector @ earlier_vectors.article_vector)
-    if cosine < min_cosine:
+    evidence = pair_evidence(
+        later_vectors.matrix, earlier_vectors.matrix, later_vectors.opening_vector,
+        earlier_vectors.opening_vector, later_vectors.evidence, earlier_vectors.evidence,
+        later_vectors.length, earlier_vectors.length, later_vectors.lang != earlier_vectors.lang,
+        paragraph_similarity.get(pair_key(later_vectors.lang, earlier_vectors.lang),
+                                 default_similarity),
+        model.document_frequency)
+    probability = model.probability(evidence)
+    cut = (min_probability if min_probability is not None
+           else model.rule(evidence.cross_language).threshold)
+    if probability < cut:
         return None
-    shared = specific_evidence(later_vectors.evidence & earlier_vectors.evidence)
-    if len(shared) < min_evidence:
-        return None
-    return Match(later=later, earlier=earlier, score=cosine, kind=STORY_LINK,
-                 evidence=tuple(shared[:MAX_EVIDENCE]))
+    return Match(later=later, earlier=earlier, score=probability, kind=STORY_LINK,
+                 evidence=evidence.shared[:MAX_EVIDENCE])
 
 
 def vector_match(later: Member, earlier: Member, later_vectors: ArticleVectors,
                  earlier_vectors: ArticleVectors, paragraph_similarity: Dict[str, float],
-                 default_similarity: float, coverage: float,
-                 link_cosine: Optional[float]) -> Optional[Match]:
+                 default_similarity: float, coverage: float, model: Optional[StoryModel],
+                 min_probability: Optional[float] = None) -> Optional[Match]:
     """A vector pair's match: a translation (two languages), else a story link
-    (when ``link_cosine`` is set), else None."""
+    (when ``model`` is set), else None."""
     if later_vectors.lang != earlier_vectors.lang:
         match = translation_match(later, earlier, later_vectors, earlier_vectors,
                                   paragraph_similarity, default_similarity, coverage)
         if match is not None:
             return match
-    if link_cosine is None:
+    if model is None:
         return None
-    return story_link(later, earlier, later_vectors, earlier_vectors, link_cosine)
+    return story_link(later, earlier, later_vectors, earlier_vectors, model, paragraph_similarity,
+                      default_similarity, min_probability)
 
 
 class FindDuplicates(beam.PTransform):
@@ -217,8 +226,8 @@ class FindDuplicates(beam.PTransform):
     vector-LSH bucket and their article vectors reach ``min_article_cosine``.
     An article in any language joins, without being a duplicate, the story of
     an earlier different report of the same event when the two pass
-    ``story_link`` at ``story_link_cosine`` (their article vectors, shared
-    specific names and numbers, and time).
+    ``story_link``: the shipped ``StoryModel`` (``pipeline/data/story_model.json``)
+    weighs their evidence, and they are within a day of each other.
     Only articles within ``story_window`` of each other (event time) match,
     and in a bucket a newcomer meets the ``max_partners`` members nearest to
     it in time.
@@ -239,8 +248,10 @@ class FindDuplicates(beam.PTransform):
             ``pipeline/data/paragraph_thresholds.json`` (``build_thresholds``),
             and ``DEFAULT_THRESHOLD`` for pairs not calibrated.
         coverage, min_article_cosine: the rest of the translation test.
-        story_link_cosine: the centred article cosine a story link needs; None: no
-            story links (stories are groups of duplicates only).
+        story_links: whether different reports of one event are linked into one
+            story; False: stories are groups of duplicates only.
+        story_link_probability: the probability a story link needs; None (the
+            default): the shipped model's thresholds.
         story_window: seconds of event time an article stays matchable (72 h).
         assign_every: on a stream, how often (event-time seconds) stories are assigned.
         bounded: the input ends (a batch run); see ``pipeline.steps.story_clusterer``.
@@ -254,7 +265,8 @@ class FindDuplicates(beam.PTransform):
     def __init__(self, threshold: float = 0.5, shingle_size: int = 3, bands: int = 40,
                  rows: int = 3, max_partners: int = 50, embedded=None,
                  paragraph_similarity: Optional[float] = None, coverage: float = 0.5,
-                 min_article_cosine: float = 0.35, story_link_cosine: Optional[float] = 0.7,
+                 min_article_cosine: float = 0.35, story_links: bool = True,
+                 story_link_probability: Optional[float] = None,
                  story_window: float = 72 * 3600,
                  assign_every: float = 10, bounded: bool = True, earlier=None,
                  earlier_embedded=None, embedder: Optional[str] = None):
@@ -279,10 +291,12 @@ class FindDuplicates(beam.PTransform):
                                    else DEFAULT_THRESHOLD)
         self.coverage = coverage
         self.min_article_cosine = min_article_cosine
-        if story_link_cosine is not None and not min_article_cosine <= story_link_cosine <= 1.0:
-            raise ValueError(f"story_link_cosine must be in [min_article_cosine, 1], "
-                             f"got {story_link_cosine}")
-        self.story_link_cosine = story_link_cosine
+        if story_link_probability is not None and not 0.0 < story_link_probability <= 1.0:
+            raise ValueError(f"story_link_probability must be in (0, 1], "
+                             f"got {story_link_probability}")
+        # Loaded here, so a missing or broken model file fails the build, not a worker.
+        self.story_model = StoryModel.load() if story_links else None
+        self.story_link_probability = story_link_probability
         self.story_window = story_window
         self.assign_every = assign_every
         self.bounded = bounded
@@ -315,7 +329,7 @@ class FindDuplicates(beam.PTransform):
             scores[VECTOR] = partial(
                 vector_match, paragraph_similarity=self.pair_similarity,
                 default_similarity=self.default_similarity, coverage=self.coverage,
-                link_cosine=self.story_link_cosine)
+                model=self.story_model, min_probability=self.story_link_probability)
         assignments = (
             articles
             | "Members" >> beam.Map(member_of)
@@ -324,7 +338,8 @@ class FindDuplicates(beam.PTransform):
                 story_window=self.story_window, assign_every=self.assign_every,
                 max_partners=self.max_partners, min_estimate=self.threshold - SKETCH_MARGIN,
                 min_cosine=self.min_article_cosine,
-                same_language_cosine=self.story_link_cosine if self.embedded is not None else None,
+                same_language_cosine=(MIN_LINK_COSINE if self.embedded is not None
+                                      and self.story_model is not None else None),
                 bounded=self.bounded, earlier_stories=earlier_stories))
         embedder = self.embedder
 
