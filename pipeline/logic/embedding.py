@@ -147,6 +147,12 @@ class Embedder(abc.ABC):
         """Model identity, including anything that changes the vectors (a prefix)."""
 
     @property
+    def means_name(self) -> str:
+        """The ``name`` whose language means centre these vectors: the embedder's
+        own, or that of an engine whose vectors it reproduces."""
+        return self.name
+
+    @property
     @abc.abstractmethod
     def dimension(self) -> int:
         """Length of each vector."""
@@ -362,3 +368,4 @@ class LanguageCentring:
             fits = distances[:, own] <= distances[np.arange(len(rows)), chosen] + MEAN_FIT_MARGIN
             chosen = np.where(fits, own, chosen)
         return l2_normalise(vectors - self._stacked[chosen].reshape(vectors.shape))
+

