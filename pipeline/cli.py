@@ -110,6 +110,14 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
 
 
+def _add_command(commands, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose unknown or abbreviated flags are errors, as everywhere here."""
+    command = commands.add_parser(name, allow_abbrev=False, formatter_class=_OneSpelling,
+                                  **kwargs)
+    command.set_defaults(command_parser=command)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="newsloom", allow_abbrev=False, formatter_class=_OneSpelling,
@@ -118,22 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "Parquet.")
     parser.add_argument("--version", action="version", version=f"newsloom {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run_parser = commands.add_parser(
-        "run", help="run the pipeline over article files", allow_abbrev=False,
+    run_parser = _add_command(
+        commands, "run", help="run the pipeline over article files",
         description="Reads article files (.txt, .json, .jsonl, optionally .gz) and writes "
                     "OUTPUT/articles/dt=YYYY-MM-DD/lang=xx/*.parquet, OUTPUT/deadletter/ "
                     "and the run summary OUTPUT/_runs/<run_id>.json, which is also printed.",
-        epilog=BEAM_OPTIONS_HELP, formatter_class=_OneSpelling)
+        epilog=BEAM_OPTIONS_HELP)
     NewsloomOptions._add_argparse_args(run_parser)
-    run_parser.set_defaults(command_parser=run_parser)
 
-    replay_parser = commands.add_parser(
-        "replay", help="publish article files into a Kafka topic as a test stream",
-        allow_abbrev=False, formatter_class=_OneSpelling,
+    replay_parser = _add_command(
+        commands, "replay", help="publish article files into a Kafka topic as a test stream",
         description="Publishes what the file source reads (the seed folder by default) as one "
                     "JSON message per article, keyed by article id; creates the topic if "
                     "missing.")
-    replay_parser.set_defaults(command_parser=replay_parser)
     replay_parser.add_argument("input", nargs="?", default=DEFAULT_INPUT,
                                help="a file, directory or glob (default: the bundled seeds/)")
     replay_parser.add_argument("--bootstrap-servers", "--bootstrap_servers", required=True,
@@ -154,23 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
                                dest="kafka_config",
                                help="JSON object of kafka-python client settings")
 
-    broker_parser = commands.add_parser(
-        "broker", help="run a local single-node Kafka broker for development (needs Java 17, "
-                       "Maven)", allow_abbrev=False, formatter_class=_OneSpelling,
+    broker_parser = _add_command(
+        commands, "broker", help="run a local single-node Kafka broker for development (needs "
+                                 "Java 17, Maven)",
         description="Fetches Apache Kafka from Maven Central (cached), starts a KRaft broker "
                     "on 127.0.0.1 and prints its address; Ctrl-C stops it.")
-    broker_parser.set_defaults(command_parser=broker_parser)
     broker_parser.add_argument("--port", type=int, default=None)
     broker_parser.add_argument("--version", default=None,
                                help="Kafka version (default: the tested one)")
 
-    report_parser = commands.add_parser(
-        "report", help="write one self-contained HTML page about an output folder",
-        allow_abbrev=False, formatter_class=_OneSpelling,
+    report_parser = _add_command(
+        commands, "report", help="write one self-contained HTML page about an output folder",
         description="Reads OUT's articles, stories, dead letters and run summaries and writes "
                     "one HTML page (charts, top stories, dead letters, runs) that opens "
                     "offline.")
-    report_parser.set_defaults(command_parser=report_parser)
     report_parser.add_argument("out", help="the --output folder of newsloom run")
     report_parser.add_argument("--since", type=_day, default=None,
                                help="only rows of this day (YYYY-MM-DD, the dt partition) "
