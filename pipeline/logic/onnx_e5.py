@@ -342,6 +342,8 @@ class OnnxE5Embedder(Embedder):
                 # the worker's Python (state, language detection) needs the cores.
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+                # Errors only: its optimiser's notes (an unused zero point) are not the user's.
+                options.log_severity_level = 3
                 self._session = onnxruntime.InferenceSession(
                     str(cached_graph(path, weights, self.integer)), options, providers=["CPUExecutionProvider"])
                 self._weights = weights
