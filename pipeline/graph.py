@@ -94,13 +94,16 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     or the output cannot be the run's (see ``connectors.run_paths``).
     """
     argv = normalise_argv(argv)
-    opts = PipelineOptions(argv).view_as(NewsloomOptions)
-    if opts.run_id is None:
-        argv.append(f"--run_id={new_run_id()}")
+    parsed = PipelineOptions(argv)
+    opts = parsed.view_as(NewsloomOptions)
+    run_id = opts.run_id
+    if run_id is None:
+        run_id = new_run_id()
+        argv.append(f"--run_id={run_id}")
     nothing_to_read = check_input(opts.input) \
         if source is None and not opts.kafka_bootstrap_servers else None
-    batch = not PipelineOptions(argv).view_as(StandardOptions).streaming
-    with held_output(opts.output, PipelineOptions(argv).view_as(NewsloomOptions).run_id), \
+    batch = not parsed.view_as(StandardOptions).streaming
+    with held_output(opts.output, run_id), \
             local_runner(argv) as runner_argv, \
             progress.shown(sys.stderr) if batch and not opts.quiet and runs_in_process(argv) \
             else nullcontext():
