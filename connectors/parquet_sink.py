@@ -29,6 +29,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 
 from common.event_timers import arm_at
+from connectors.run_paths import TEMPORARY_PREFIX
 from schemas.record import RecordSchema
 
 Row = Dict[str, Any]
@@ -57,7 +58,7 @@ def partition_path(partition: Iterable[Tuple[str, str]]) -> str:
 
 def temporary_dir(output: str, run_id: str) -> str:
     """Where a run's files are written before they are moved into the dataset."""
-    return FileSystems.join(output, f"_temporary-{run_id}")
+    return FileSystems.join(output, TEMPORARY_PREFIX + run_id)
 
 
 def _make_dirs(path: str) -> None:
