@@ -31,14 +31,14 @@ See `python -m apache_beam.examples.wordcount --help` for every Beam option.
 def _run_command(argv: List[str]) -> int:
     from connectors.kafka_source import BrokerUnavailable
     from connectors.run_paths import RunRefused
-    from pipeline.graph import run  # Beam's import is slow: not needed for --help
+    from pipeline.graph import run  # loads the steps and their engines: not needed for --help
     try:
         summary = run(argv)
     except RunRefused as refused:
         print(f"newsloom run: error: {refused}", file=sys.stderr)
         return 2
     except BrokerUnavailable as error:
-        print(f"newsloom: error: {error}", file=sys.stderr)
+        print(f"newsloom run: error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

@@ -132,6 +132,6 @@ def test_a_broker_that_stays_away_fails_the_run_with_one_clear_line(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"newsloom: error: the Kafka broker at 127.0.0.1:{port} did not "
+    assert last.startswith(f"newsloom run: error: the Kafka broker at 127.0.0.1:{port} did not "
                            "answer for "), done.stderr
     assert "(--kafka_wait_seconds=2)" in last
