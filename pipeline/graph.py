@@ -33,7 +33,7 @@ from connectors.story_state import STATE_FOLDER, ReadStoryState
 from connectors.records import READ_COUNT_OUTPUT
 from pipeline.steps.admit_on_time import SECOND, AdmitOnTime, EventWindows, micros_of
 from pipeline.steps.detect_language import DetectLanguage
-from pipeline.steps.drop_repeated_ids import DropRepeatedIds
+from pipeline.steps.drop_repeated_ids import KEYED_BY_ID, DropRepeatedIds
 from pipeline.steps.embed_articles import PARAGRAPH_COUNTS, EmbedArticles
 from pipeline.steps.find_duplicates import FindDuplicates, at_event_time, member_of
 from pipeline.logic import progress
@@ -182,7 +182,8 @@ def build(p: beam.Pipeline, options: PipelineOptions,
     unique = articles | "DropRepeatedIds" >> DropRepeatedIds(
         opts.max_dead_letter_bytes,
         earlier | "EarlierIds" >> beam.Map(lambda row: (row["article_id"], {
-            "origin": row["origin"], "origin_offset": row["origin_offset"]})),
+            "origin": row["origin"], "origin_offset": row["origin_offset"]}))
+        .with_output_types(KEYED_BY_ID),
         forget_after=story_window if windows else None)
     rejected.append(unique[DEAD_LETTER_OUTPUT])
     articles = unique.articles | "DetectLanguage" >> DetectLanguage(opts.min_lang_confidence)

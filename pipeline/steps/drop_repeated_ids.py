@@ -28,6 +28,16 @@ from schemas.article import Article
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, rejected_article
 from pipeline.logic.stories import order_key
 
+# ``(article_id, value)``: the records and the ``earlier_ids`` side input alike.
+# A typed key gets a deterministic coder, and both inputs must have this one:
+# Beam's Python SDK (up to 2.77 at least, ``ParDo._get_key_and_window_coder``)
+# takes the key coder of a stateful DoFn's timers from whichever of its inputs,
+# side inputs included, a set of their tag names lists first (``PYTHONHASHSEED``
+# decides). Flink keys each timer with the main input's coder: a timer key
+# pickled as the side input's ``Any`` failed the job with a ClassCastException
+# in about half of the streaming runs, before any row was written.
+KEYED_BY_ID = Tuple[str, Any]
+
 
 def record_order(article: Article):
     """Earliest first, ties broken by where the record was read."""
@@ -80,9 +90,9 @@ class DropRepeatedIds(beam.PTransform):
     a stream (``forget_after`` set), one small record per id seen in the last
     ``forget_after`` seconds of event time. Besides, on every worker, the
     ``earlier_ids``: ``(article_id, {"origin", "origin_offset"})`` of articles
-    that earlier runs wrote (a side input, so a stream checks none of its
-    records before they are all known), which make every record of their id a
-    repeat.
+    that earlier runs wrote, typed ``KEYED_BY_ID`` (a side input, so a stream
+    checks none of its records before they are all known), which make every
+    record of their id a repeat.
     """
 
     def __init__(self, max_dead_letter_bytes: int, earlier_ids,
@@ -96,7 +106,7 @@ class DropRepeatedIds(beam.PTransform):
 
     def expand(self, articles):
         keyed = articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)) \
-            .with_output_types(Tuple[str, Any])  # a typed key gets a deterministic coder
+            .with_output_types(KEYED_BY_ID)
         earlier_ids = beam.pvalue.AsDict(self.earlier_ids)
         if self.forget_after is not None:
             return keyed | "KeepFirstArrival" >> beam.ParDo(_KeepFirstArrivalFn(
