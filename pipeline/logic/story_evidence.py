@@ -35,8 +35,9 @@ MODEL_PATH = Path(__file__).resolve().parents[1] / "data" / "story_model.json"
 OPENING_CHARS = 300
 SAME_LANGUAGE, CROSS_LANGUAGE = "same_language", "cross_language"
 # Pairs are scored as story links only from this centred article cosine up
-# (the vector buckets' pre-filter for two articles in one language): below it
-# the model links no real pair.
+# (the vector buckets' pre-filter for two articles in one language). Below it
+# lie 17 of the 289 clearly same real pairs of training_set.csv and 389 of
+# the 536 different; the README's figures are scored from it, as the pipeline is.
 MIN_LINK_COSINE = 0.35
 # A pair is a partial reuse when the cosine of what is left of the two articles
 # once their aligned paragraphs are taken out is below this share of the cosine
