@@ -39,7 +39,8 @@ from pipeline.data.build_story_model import (DEFAULT_CACHE, FEATURES, Pair,  # n
                                              fit_rules, read_pairs, see_texts, seeds_apart,
                                              text_key)
 from pipeline.logic.evidence import specific_evidence  # noqa: E402
-from pipeline.logic.stories import STORY_LINK, Match, Member, assign_in_order  # noqa: E402
+from pipeline.logic.stories import (STORY_LINK, Match, Member, StoryOf,  # noqa: E402
+                                    assign_in_order)
 from pipeline.steps.embed_articles import article_vector  # noqa: E402
 from pipeline.logic.story_evidence import (MIN_LINK_COSINE, PairEvidence,  # noqa: E402
                                            precision_recall_f1)
@@ -56,8 +57,9 @@ RULES = {
     "cosine+names": ("cosine", "shared_weight"),
     "cosine+opening+names": ("cosine", "opening_cosine", "shared_weight"),
     "cosine+opening+names+numbers": ("cosine", "numbers_weight", "opening_cosine", "shared_weight"),
-    "all six": ("cosine", "coverage", "length_ratio", "numbers_weight", "opening_cosine",
-                "shared_weight"),
+    "six": ("cosine", "coverage", "length_ratio", "numbers_weight", "opening_cosine",
+            "shared_weight"),
+    "six + best unaligned paragraph cosine (shipped)": FEATURES,
 }
 
 
@@ -95,8 +97,11 @@ def fold_of_pairs(pairs: Sequence[Pair], folds: int) -> List[int]:
 
 
 def cross_validate(pairs: Sequence[Pair], seen: Dict[str, SeenText], folds: int,
-                   features: Sequence[str], apart) -> List[bool]:
-    """Each pair's out-of-fold decision by a model over ``features`` (see ``fit_rules``)."""
+                   features: Sequence[str], apart, partial_reuse: bool = True) -> List[bool]:
+    """Each pair's out-of-fold decision by a model over ``features`` (see ``fit_rules``),
+    scored as the pipeline scores a vector pair: from a centred article cosine of
+    ``MIN_LINK_COSINE``. ``partial_reuse``: whether a partial reuse is kept apart
+    (``PairEvidence.partial_reuse``, as newsloom does) or left to the regression."""
     fold = fold_of_pairs(pairs, folds)
     decided = [False] * len(pairs)
     for held_out in range(folds):
@@ -104,7 +109,10 @@ def cross_validate(pairs: Sequence[Pair], seen: Dict[str, SeenText], folds: int,
         for i, (p, f) in enumerate(zip(pairs, fold)):
             if f == held_out:
                 evidence = evidence_of(p, seen, model.document_frequency)
-                decided[i] = translation(evidence) or model.links(evidence)
+                rule = model.rule(evidence.cross_language)
+                links = (model.links(evidence) if partial_reuse
+                         else rule.probability(evidence) >= rule.threshold)
+                decided[i] = translation(evidence) or (evidence.cosine >= MIN_LINK_COSINE and links)
     return decided
 
 
@@ -122,8 +130,8 @@ def clustered(pairs: Sequence[Pair], seen: Dict[str, SeenText], folds: int,
     the held-out fold are scored (as the pipeline would, from a centred cosine of
     ``MIN_LINK_COSINE``), the links assigned in a fixed order (by text hash)
     with ``assign_in_order``, and a pair is "same" when its texts share a story.
-    ``bridge``: an article linking several stories joins the oldest (what
-    newsloom does) or, as tried against it, that of its best link."""
+    ``bridge``: an article linking several stories joins that of its best link
+    (what newsloom does) or, as tried against it, the oldest."""
     fold = fold_of_pairs(pairs, folds)
     decided = [False] * len(pairs)
     for held_out in range(folds):
@@ -142,15 +150,20 @@ def clustered(pairs: Sequence[Pair], seen: Dict[str, SeenText], folds: int,
             elif model.links(evidence):
                 matches.append(Match(members[keys[j]], members[keys[i]],
                                      model.probability(evidence), STORY_LINK))
+        story = {}
         if bridge == "best":
-            best = {}
-            for m in matches:
-                if m.kind == STORY_LINK and (m.later.article_id not in best
-                                             or m.score > best[m.later.article_id].score):
-                    best[m.later.article_id] = m
-            # A copy joins what it copies whatever its links say.
-            matches = [m for m in matches if m.kind != STORY_LINK] + list(best.values())
-        story = {m.article_id: a.story_id for m, a in assign_in_order(members.values(), matches, {})}
+            story = {m.article_id: a.story_id
+                     for m, a in assign_in_order(members.values(), matches, {})}
+        else:
+            # One article at a time, so its links can be cut to the one into the
+            # oldest story assigned so far.
+            known: Dict[str, StoryOf] = {}
+            for member in sorted(members.values(), key=lambda m: m.order):
+                mine = [m for m in matches if m.later == member]
+                if mine and all(m.kind == STORY_LINK for m in mine):
+                    mine = [min(mine, key=lambda m: known[m.earlier.article_id].story_order)]
+                for m, a in assign_in_order([member], mine, known):
+                    story[m.article_id] = a.story_id
         for i in scored:
             decided[i] = story[text_key(pairs[i].text1)] == story[text_key(pairs[i].text2)]
     return decided
@@ -198,7 +211,9 @@ def main(argv=None) -> None:
     for name, features in RULES.items():
         decisions[name] = cross_validate(pairs, seen, args.folds, features, ())
         decisions[f"{name}, seeds apart"] = cross_validate(pairs, seen, args.folds, features, apart)
-    for bridge in ("oldest", "best"):
+    decisions["shipped, partial reuse left to the regression"] = cross_validate(
+        pairs, seen, args.folds, FEATURES, apart, partial_reuse=False)
+    for bridge in ("best", "oldest"):
         decisions[f"shipped, seeds apart, clustered, bridge joins {bridge}"] = clustered(
             pairs, seen, args.folds, FEATURES, apart, bridge)
     for name, decided in decisions.items():

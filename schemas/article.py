@@ -88,7 +88,8 @@ ARTICLE = RecordSchema("article", SCHEMA_VERSION, [
           "when the article is no duplicate but joined a story as a different report of "
           "the same event: the earlier report it was linked to"),
     Field("link_score", pa.float32(),
-          "the centred article-vector cosine with linked_to, when linked_to is set"),
+          "the story model's probability that the article and linked_to tell one event, "
+          "when linked_to is set"),
     Field("link_evidence", pa.list_(pa.string()),
           "the specific names and numbers shared with linked_to"),
     Field("topics", pa.list_(TOPIC_SCORE),

@@ -65,6 +65,20 @@ def test_a_story_link_joins_the_story_without_making_a_duplicate():
     assert result["c"].story_id == "a" and result["c"].linked_to is None
 
 
+def test_a_report_linking_two_stories_joins_its_best_links_and_records_that_link():
+    # a and b are two stories; c links both, b more surely. It joins b's story,
+    # and its recorded partner, score and evidence are those of that link.
+    a, b, c = member("a", 1), member("b", 2), member("c", 3)
+    result = assign([a, b, c], [Match(c, a, 0.7, kind=STORY_LINK, evidence=("@trmb",)),
+                                Match(c, b, 0.9, kind=STORY_LINK, evidence=("@bdn", "#2024"))])
+    assert result["a"].story_id == "a" and result["b"].story_id == "b"
+    assert result["c"].story_id == "b" and not result["c"].is_duplicate
+    assert (result["c"].linked_to, result["c"].link_score, result["c"].link_evidence) == (
+        "b", 0.9, ("@bdn", "#2024"))
+    # The two stories stay apart: a's was assigned before c came.
+    assert result["a"].story_id != result["c"].story_id
+
+
 def test_a_copy_stays_with_what_it_copies_when_a_link_points_to_an_older_story():
     # n shares two paragraphs with the story of s1 (a story link from s2) but is
     # not that story; s2 translates s1, and s3 copies s2.

@@ -48,6 +48,40 @@ def test_pair_evidence_weighs_rare_shared_names_above_common_ones():
         sum(key_weight(k, frequency) for k in evidence.shared))
     assert evidence.numbers_weight == pytest.approx(key_weight("#250", frequency))
     assert key_weight("@brbl", frequency) < key_weight("@kblkjk", frequency) == -math.log(0.001)
+    # Nothing aligns in part: the unaligned rest is the whole.
+    assert evidence.unaligned_cosine == evidence.cosine and not evidence.partial_reuse
+    assert evidence.unaligned_max_cosine == pytest.approx(math.sqrt(0.5), abs=1e-6)
+
+
+def basis(i, dimension=8):
+    v = np.zeros(dimension, dtype=np.float32)
+    v[i] = 1.0
+    return v
+
+
+def test_two_paragraphs_reused_beside_unrelated_ones_are_a_partial_reuse():
+    # Two paragraphs the same in both; the rest of each about something else.
+    reused = [basis(0), basis(1)]
+    story = np.array(reused + [unit(0, 0, 1, 1, 0, 0, 0, 0), unit(0, 0, 1, 0, 1, 0, 0, 0)])
+    other = np.array(reused + [basis(5), basis(6)])
+    opening = basis(0)
+    evidence = pair_evidence(story, other, opening, opening, frozenset(), frozenset(), 900, 900,
+                             True, 0.9, {"": 0.001})
+    assert evidence.cosine == pytest.approx(0.45, abs=0.01)
+    assert evidence.coverage == 0.5 and evidence.unaligned_cosine == pytest.approx(0.0, abs=1e-6)
+    assert evidence.unaligned_max_cosine == pytest.approx(0.0, abs=1e-6)  # the reused are left out
+    assert evidence.partial_reuse
+    # A report whose other paragraphs tell the same event is no partial reuse.
+    same_event = np.array(reused + [unit(0, 0, 1, 0, 0, 0, 1, 0), unit(0, 0, 0, 1, 0, 0, 0, 1)])
+    report = pair_evidence(story, same_event, opening, opening, frozenset(), frozenset(), 900, 900,
+                           True, 0.9, {"": 0.001})
+    assert not report.partial_reuse and 0 < report.unaligned_max_cosine < 0.9
+    # The regression would link the reuse on its cosine; the model gives it 0.
+    rule = LinkRule(("cosine",), (0.3,), (0.1,), (2.0,), 0.0, 0.5)
+    model = StoryModel({SAME_LANGUAGE: rule, CROSS_LANGUAGE: rule}, {"": 0.001})
+    assert rule.probability(evidence) > rule.threshold
+    assert model.probability(evidence) == 0.0 and not model.links(evidence)
+    assert model.links(report)
 
 
 def test_document_frequencies_keep_common_keys_and_cap_the_rest():
@@ -75,7 +109,9 @@ def test_logistic_fit_separates_and_the_threshold_meets_the_precision_floor():
 
 
 def evidence(cosine, shared_weight, cross=False):
-    return PairEvidence(cosine, 0.0, 0.0, shared_weight, 0.0, 1.0, cross, ())
+    return PairEvidence(cosine=cosine, opening_cosine=0.0, coverage=0.0, unaligned_cosine=cosine,
+                        unaligned_max_cosine=0.0, shared_weight=shared_weight, numbers_weight=0.0, length_ratio=1.0,
+                        cross_language=cross, shared=())
 
 
 def test_a_fitted_model_links_what_it_learnt_and_survives_its_file(tmp_path):

@@ -186,8 +186,10 @@ def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
     belongs with what it copies, and a weaker link (a report that shares two
     paragraphs with another story, say) must not move it, and the articles
     that copy it after, into another story. An article with story links only
-    joins the earliest of their stories, is no duplicate and records its best
-    link.
+    is no duplicate and joins the story of its best link, which it records
+    (partner, score, evidence): a report that links two stories belongs with
+    the one it tells most surely (on real news this scored better than
+    joining the earliest; see the README).
     Stories already assigned never change, which is what lets a stream emit
     each article once, final; the price is that a bridge does not pull the
     younger story's earlier members over.
@@ -208,7 +210,7 @@ def assign_in_order(members: Iterable[Member], matches: Iterable[Match],
         copies = [m for m in mine if m.kind != STORY_LINK]
         story = min((known.get(m.earlier.article_id,
                                StoryOf(m.earlier.article_id, m.earlier.order, m.earlier.order[0]))
-                     for m in copies or mine), key=lambda s: s.story_order)
+                     for m in copies or [best_match(mine)]), key=lambda s: s.story_order)
         known[member.article_id] = StoryOf(story.story_id, story.story_order, member.order[0])
         best = best_match(copies)
         if best is not None:
