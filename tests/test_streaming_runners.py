@@ -93,10 +93,12 @@ def wait_for(condition, timeout, every=1.0):
     return condition()
 
 
-@pytest.mark.parametrize("runner", ["PrismRunner", "FlinkRunner"])
+@pytest.mark.parametrize("runner,checkpoint_ms", [
+    ("PrismRunner", None), ("FlinkRunner", None), ("FlinkRunner", 5000)],
+    ids=["PrismRunner", "FlinkRunner", "FlinkRunner-checkpoints"])
 def test_a_runner_streams_kafka_into_windowed_parquet_while_running_then_cancels(
-        runner, kafka_broker, sib200, tmp_path):
-    topic = f"stream-{runner}"
+        runner, checkpoint_ms, kafka_broker, sib200, tmp_path):
+    topic = f"stream-{runner}-{checkpoint_ms}"
     kafka_broker.create_topic(topic, partitions=3)
     feed, tail = tmp_path / "feed", tmp_path / "tail"
     write_feed(feed, synthetic_articles(sib200, range(300)))
@@ -108,12 +110,13 @@ def test_a_runner_streams_kafka_into_windowed_parquet_while_running_then_cancels
     out = tmp_path / "out"
     # Prism finalizes every bundle, where the reader commits the group's offsets;
     # Flink only at its checkpoints, so newsloom refuses a group there without them.
-    group = f"test-{runner}" if runner == "PrismRunner" else None
+    group = topic if runner == "PrismRunner" or checkpoint_ms else None
     argv = normalise_argv([
         f"--runner={runner}", "--streaming", f"--output={out}",
         f"--bootstrap-servers={kafka_broker.bootstrap_servers}", f"--topic={topic}",
         "--start=earliest", "--stop=never", f"--window_seconds={WINDOW_SECONDS}"]
-        + ([f"--group_id={group}"] if group else []))
+        + ([f"--group_id={group}"] if group else [])
+        + ([f"--checkpointing_interval={checkpoint_ms}"] if checkpoint_ms else []))
     before = listening_on_every_interface()
     with local_runner(argv) as runner_argv:
         assert any(a.startswith("--environment_config=127.0.0.1:") for a in runner_argv)
