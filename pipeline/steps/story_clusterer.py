@@ -161,12 +161,14 @@ class IndexBuckets(beam.PTransform):
     DirectRunner and Prism keep an entry for every key they have seen, so a
     stream's key space must be bounded for its memory to be). A shard's state,
     read on every newcomer, stays in the SDK worker's state cache on runners
-    that allow it (Flink, Dataflow).
+    that allow it (Flink, Dataflow). A newcomer reads its whole shard, so the
+    shards are many: with 256, a one-pass batch of 8,000 articles (24-hour
+    window, 7 s apart) took 379 s, most of it scanning shards; with 4,096, 187 s.
     """
 
     def __init__(self, story_window: int, max_partners: int, min_estimate: float,
                  min_cosine: float, same_language_cosine: Optional[float], bounded: bool,
-                 shards: int = 256):
+                 shards: int = 4096):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
