@@ -92,8 +92,8 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     ``source``, when given, replaces the file or Kafka read: a transform giving
     ``articles``, ``dead_letter`` and ``read_count`` outputs, such as ``ReadTestStream``.
     A stream runs until it is cancelled; it writes no run summary.
-    A batch run over files whose articles span more than ``--slice_hours`` of
-    event time runs as consecutive event-time slices (``batch_slices``), each a
+    A batch run over files on an in-process runner whose articles span more than
+    ``--slice_hours`` of event time runs as consecutive event-time slices (``batch_slices``), each a
     run of its own (``RUN_ID.sN``) that continues the stories of those before:
     the summary returned adds theirs up.
     Raises ``RunRefused`` before reading anything when the input is missing
@@ -117,8 +117,10 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
         if nothing_to_read:
             logging.getLogger(__name__).warning(nothing_to_read)
         options = PipelineOptions(runner_argv)
-        slices = batch_slices(opts, started_at) if batch and files and not nothing_to_read \
-            else [WHOLE]
+        # Only the in-process runners hold a whole batch in this process's memory.
+        slices = (batch_slices(opts, started_at)
+                  if batch and files and not nothing_to_read and runs_in_process(argv)
+                  else [WHOLE])
         if len(slices) == 1:
             with beam.Pipeline(options=options) as p:
                 plan = build(p, options, source, started_at)

@@ -23,7 +23,9 @@ dropped once the watermark is ``story_window`` past the article's event time,
 so it is bounded by the articles of one story window; an article that comes
 back after that starts a story of its own. A bounded input (a batch run)
 needs no expiry: its state lives until the end, and stories are assigned in
-one pass when the input is exhausted. The same DoFns serve both; ``bounded``
+one pass when the input is exhausted; a batch over files is cut into
+event-time slices, each such a pass (``pipeline.graph.batch_slices``), so
+that end comes a slice later. The same DoFns serve both; ``bounded``
 only chooses the timers.
 
 Articles must carry their event time as their Beam timestamp (``event_time``).
