@@ -93,9 +93,9 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     ``articles``, ``dead_letter`` and ``read_count`` outputs, such as ``ReadTestStream``.
     A stream runs until it is cancelled; it writes no run summary.
     A batch run over files on an in-process runner whose articles span more than
-    ``--slice_hours`` of event time runs as consecutive event-time slices (``batch_slices``), each a
-    run of its own (``RUN_ID.sN``) that continues the stories of those before:
-    the summary returned adds theirs up.
+    ``--slice_hours`` of event time runs as consecutive event-time slices
+    (``batch_slices``), each a run of its own (``RUN_ID.sN``) that continues the
+    stories of those before: the summary returned adds theirs up.
     Raises ``RunRefused`` before reading anything when the input is missing
     or the output cannot be the run's (see ``connectors.run_paths``).
     """
@@ -135,7 +135,8 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
                         beam.Pipeline(options=options) as p:
                     plan = build(p, options, source, started_at, event_slice, slice_id)
                 summaries.append(read_summary(plan.output, slice_id))
-                gc.collect()  # the slice's pipeline and its buffers, before the next
+                del p  # the slice's pipeline and what it holds, freed before the next
+                gc.collect()
             return combined_summary(run_id, summaries, started_at, datetime.now(timezone.utc))
     if options.view_as(TestOptions).dry_run:
         # Dataflow built and checked the job without running it: nothing was written.
@@ -226,7 +227,8 @@ def build(p: beam.Pipeline, options: PipelineOptions,
             kafka, opts.max_article_bytes, opts.max_dead_letter_bytes)
     else:
         read = p | "ReadArticleFiles" >> ReadArticleFiles(
-            opts.input, ingested_at=ingested_at or started_at, max_article_bytes=opts.max_article_bytes,
+            opts.input, ingested_at=ingested_at or started_at,
+            max_article_bytes=opts.max_article_bytes,
             max_dead_letter_bytes=opts.max_dead_letter_bytes, exclude=[opts.output],
             event_slice=event_slice)
     articles = (read.articles
