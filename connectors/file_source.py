@@ -24,8 +24,10 @@ import json
 import os
 import re
 import zlib
-from datetime import datetime
-from typing import BinaryIO, Iterable, Iterator, Optional, Tuple
+from bisect import bisect_left
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import BinaryIO, Iterable, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 
@@ -33,6 +35,7 @@ from connectors.input_files import InputFile, list_input, open_input
 from connectors.records import (READ_COUNT_OUTPUT, RejectedRecord, article_from_json, article_from_json_bytes,
                                 check_size, decode_text, new_article, parse_json,
                                 text_encoding)
+from schemas.article import event_time
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, make_dead_letter
 
 # What ArticleFileParser.parse yields each record as.
@@ -280,13 +283,64 @@ def read_article_files(path: str, parser: ArticleFileParser, exclude: Iterable[s
         yield from parser.read(entry)
 
 
+@dataclass(frozen=True)
+class EventSlice:
+    """The part of an input a batch run reads in one pass: the articles whose event
+    time is in ``[start, end)`` (None: unbounded), and the dead letters when
+    ``dead_letters`` (so that each is read in exactly one of the slices)."""
+
+    start: Optional[datetime] = None
+    end: Optional[datetime] = None
+    dead_letters: bool = True
+
+    def keeps(self, kind: str, record: dict) -> bool:
+        if kind != ARTICLE:
+            return self.dead_letters
+        time = event_time(record)
+        return ((self.start is None or time >= self.start)
+                and (self.end is None or time < self.end))
+
+
+WHOLE = EventSlice()
+
+
+def event_slices(times: Iterable[datetime], length: timedelta) -> List[EventSlice]:
+    """Consecutive slices of ``length`` of event time, from the earliest of ``times``,
+    that together hold every time (the first is open at its start, the last at its
+    end, and the dead letters go with the first); a slice that would hold none of
+    ``times`` is merged into the next. One slice (``WHOLE``) when they span less
+    than ``length``, or when ``length`` is not positive."""
+    ordered = sorted(times)
+    if not ordered or length <= timedelta(0) or ordered[-1] - ordered[0] < length:
+        return [WHOLE]
+    bounds, start, bound = [], ordered[0], ordered[0] + length
+    while bound <= ordered[-1]:
+        if bisect_left(ordered, bound) > bisect_left(ordered, start):
+            bounds.append(bound)
+            start = bound
+        bound += length
+    starts, ends = [None] + bounds, bounds + [None]
+    return [EventSlice(s, e, dead_letters=s is None) for s, e in zip(starts, ends)]
+
+
+def input_event_times(path: str, parser: ArticleFileParser,
+                      exclude: Iterable[str] = ()) -> Iterator[datetime]:
+    """The event time of every article the files at ``path`` hold (one plain read)."""
+    for kind, record in read_article_files(path, parser, exclude):
+        if kind == ARTICLE:
+            yield event_time(record)
+
+
 class _ReadArticleFileFn(beam.DoFn):
-    def __init__(self, parser: ArticleFileParser):
+    def __init__(self, parser: ArticleFileParser, event_slice: EventSlice):
         self.parser = parser
+        self.event_slice = event_slice
 
     def process(self, entry: InputFile):
         records = 0
         for kind, record in self.parser.read(entry):
+            if not self.event_slice.keeps(kind, record):
+                continue  # another slice's: that pass reads and counts it
             records += 1
             yield record if kind == ARTICLE else beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, record)
         yield beam.pvalue.TaggedOutput(READ_COUNT_OUTPUT, records)
@@ -306,15 +360,18 @@ class ReadArticleFiles(beam.PTransform):
         max_article_bytes: records or files over this size are dead-lettered.
         max_dead_letter_bytes: how much of a rejected record's raw bytes to keep.
         exclude: folders never read, such as the run's own output.
+        event_slice: read only the records of this slice (``event_slices``);
+            ``read_count`` counts only those.
     """
 
     def __init__(self, path: str, ingested_at: datetime, max_article_bytes: int,
-                 max_dead_letter_bytes: int, exclude: Iterable[str] = ()):
+                 max_dead_letter_bytes: int, exclude: Iterable[str] = (),
+                 event_slice: EventSlice = WHOLE):
         super().__init__()
         self.path = path
         self.exclude = tuple(exclude)
         self.read = _ReadArticleFileFn(
-            ArticleFileParser(ingested_at, max_article_bytes, max_dead_letter_bytes))
+            ArticleFileParser(ingested_at, max_article_bytes, max_dead_letter_bytes), event_slice)
 
     def expand(self, pbegin):
         path, exclude = self.path, self.exclude

@@ -107,8 +107,22 @@ def remove_dead_runs_temporaries(output: str) -> None:
             log.warning("removed %s, left by a run that did not finish", entry.path)
 
 
+@contextmanager
+def held_slice(output: str, run_id: str) -> Iterator[None]:
+    """Prepares local ``output``, which the caller holds (``held_output``), for
+    ``run_id``, one slice of its run, as ``held_output`` prepares it for a run."""
+    if is_local(output):
+        yield from _prepare_run(output, run_id)
+    else:
+        yield
+
+
 def _prepare(output: str, run_id: str) -> Iterator[None]:
     remove_dead_runs_temporaries(output)
+    yield from _prepare_run(output, run_id)
+
+
+def _prepare_run(output: str, run_id: str) -> Iterator[None]:
     summary = os.path.join(output, "_runs", f"{run_id}.json")
     if os.path.exists(summary):
         raise RunRefused(f"--run_id {run_id}: {summary} exists; a run id names one run")

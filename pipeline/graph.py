@@ -14,6 +14,7 @@ same output (``connectors.story_state``): their ids are repeats, and their
 fingerprints, vectors and stories seed FindDuplicates, so stories continue.
 """
 
+import gc
 import json
 import logging
 import sys
@@ -25,9 +26,10 @@ from typing import Any, Dict, List, Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
-from connectors.file_source import ReadArticleFiles
+from connectors.file_source import (WHOLE, ArticleFileParser, EventSlice, ReadArticleFiles,
+                                    event_slices, input_event_times)
 from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
-from connectors.run_paths import check_input, held_output
+from connectors.run_paths import check_input, held_output, held_slice
 from connectors.parquet_sink import ParquetPartitionSink, day_of
 from connectors.story_state import STATE_FOLDER, ReadStoryState
 from connectors.records import READ_COUNT_OUTPUT
@@ -90,6 +92,10 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     ``source``, when given, replaces the file or Kafka read: a transform giving
     ``articles``, ``dead_letter`` and ``read_count`` outputs, such as ``ReadTestStream``.
     A stream runs until it is cancelled; it writes no run summary.
+    A batch run over files on an in-process runner whose articles span more than
+    ``--slice_hours`` of event time runs as consecutive event-time slices
+    (``batch_slices``), each a run of its own (``RUN_ID.sN``) that continues the
+    stories of those before: the summary returned adds theirs up.
     Raises ``RunRefused`` before reading anything when the input is missing
     or the output cannot be the run's (see ``connectors.run_paths``).
     """
@@ -100,9 +106,10 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     if run_id is None:
         run_id = new_run_id()
         argv.append(f"--run_id={run_id}")
-    nothing_to_read = check_input(opts.input) \
-        if source is None and not opts.kafka_bootstrap_servers else None
+    files = source is None and not opts.kafka_bootstrap_servers
+    nothing_to_read = check_input(opts.input) if files else None
     batch = not parsed.view_as(StandardOptions).streaming
+    started_at = datetime.now(timezone.utc)  # the files' ingestion time, in every slice
     with held_output(opts.output, run_id), \
             local_runner(argv) as runner_argv, \
             progress.shown(sys.stderr) if batch and not opts.quiet and runs_in_process(argv) \
@@ -110,8 +117,27 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
         if nothing_to_read:
             logging.getLogger(__name__).warning(nothing_to_read)
         options = PipelineOptions(runner_argv)
-        with beam.Pipeline(options=options) as p:
-            plan = build(p, options, source)
+        # Only the in-process runners hold a whole batch in this process's memory.
+        slices = (batch_slices(opts, started_at)
+                  if batch and files and not nothing_to_read and runs_in_process(argv)
+                  else [WHOLE])
+        if len(slices) == 1:
+            with beam.Pipeline(options=options) as p:
+                plan = build(p, options, source, started_at)
+        else:
+            summaries = []
+            for number, event_slice in enumerate(slices, 1):
+                slice_id = f"{run_id}.s{number}"
+                logging.getLogger(__name__).info(
+                    "slice %d of %d (%s): articles from %s to %s", number, len(slices), slice_id,
+                    event_slice.start or "the first", event_slice.end or "the last")
+                with held_slice(opts.output, slice_id), \
+                        beam.Pipeline(options=options) as p:
+                    plan = build(p, options, source, started_at, event_slice, slice_id)
+                summaries.append(read_summary(plan.output, slice_id))
+                del p  # the slice's pipeline and what it holds, freed before the next
+                gc.collect()
+            return combined_summary(run_id, summaries, started_at, datetime.now(timezone.utc))
     if options.view_as(TestOptions).dry_run:
         # Dataflow built and checked the job without running it: nothing was written.
         return {"run_id": plan.run_id, "dry_run": True, "state": str(p.result.state),
@@ -120,6 +146,37 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     if plan.windows:
         return {"run_id": plan.run_id, "streaming": True, "state": str(p.result.state)}
     return read_summary(plan.output, plan.run_id)
+
+
+def batch_slices(opts: NewsloomOptions, started_at: datetime) -> List[EventSlice]:
+    """The event-time slices a batch run over files reads its input in: ``--slice_hours``
+    long (default: half the story window), from one plain read of the input's event times."""
+    hours = opts.slice_hours if opts.slice_hours is not None else opts.story_window_hours / 2
+    if not hours:
+        return [WHOLE]
+    parser = ArticleFileParser(started_at, opts.max_article_bytes, opts.max_dead_letter_bytes)
+    return event_slices(input_event_times(opts.input, parser, [opts.output]),
+                        timedelta(hours=hours))
+
+
+def combined_summary(run_id: str, summaries: List[Dict[str, Any]], started_at: datetime,
+                     finished_at: datetime) -> Dict[str, Any]:
+    """The summaries of a run's slices as one: counts added up, the slices' run ids
+    listed, the wall time the whole run's (reading the event times too)."""
+    combined: Dict[str, Any] = {"run_id": run_id, "slices": [s["run_id"] for s in summaries]}
+    for summary in summaries:
+        for key, value in summary.items():
+            if isinstance(value, dict):
+                totals = combined.setdefault(key, {})
+                for name, n in value.items():
+                    totals[name] = totals.get(name, 0) + n
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                combined[key] = combined.get(key, 0) + value
+    combined.update(started_at=started_at.isoformat(), finished_at=finished_at.isoformat(),
+                    wall_seconds=round((finished_at - started_at).total_seconds(), 3))
+    combined["articles_per_second"] = (round(combined["articles"] / combined["wall_seconds"], 2)
+                                       if combined["wall_seconds"] > 0 else 0.0)
+    return combined
 
 
 @dataclass(frozen=True)
@@ -132,12 +189,15 @@ class Plan:
 
 
 def build(p: beam.Pipeline, options: PipelineOptions,
-          source: Optional[beam.PTransform] = None) -> Plan:
+          source: Optional[beam.PTransform] = None, ingested_at: Optional[datetime] = None,
+          event_slice: EventSlice = WHOLE, run_id: Optional[str] = None) -> Plan:
     """Adds newsloom's steps to ``p``. A stream (``--streaming``, which an endless
-    Kafka read needs) writes windowed files and keeps its state in event time."""
+    Kafka read needs) writes windowed files and keeps its state in event time.
+    ``ingested_at``: the files' ingestion time (default: now, the start); ``event_slice``:
+    the part of the input files to read, as run ``run_id`` (default: the options')."""
     opts = options.view_as(NewsloomOptions)
     started_at = datetime.now(timezone.utc)
-    run_id = opts.run_id or new_run_id(started_at)
+    run_id = run_id or opts.run_id or new_run_id(started_at)
     kafka = kafka_spec(opts) if opts.kafka_bootstrap_servers and source is None else None
     standard = options.view_as(StandardOptions)
     if kafka and kafka.unbounded and not standard.streaming:
@@ -167,8 +227,10 @@ def build(p: beam.Pipeline, options: PipelineOptions,
             kafka, opts.max_article_bytes, opts.max_dead_letter_bytes)
     else:
         read = p | "ReadArticleFiles" >> ReadArticleFiles(
-            opts.input, ingested_at=started_at, max_article_bytes=opts.max_article_bytes,
-            max_dead_letter_bytes=opts.max_dead_letter_bytes, exclude=[opts.output])
+            opts.input, ingested_at=ingested_at or started_at,
+            max_article_bytes=opts.max_article_bytes,
+            max_dead_letter_bytes=opts.max_dead_letter_bytes, exclude=[opts.output],
+            event_slice=event_slice)
     articles = (read.articles
                 | "CountRead" >> beam.ParDo(CountProgress("read"))
                 | "AtEventTime" >> beam.Map(at_event_time))

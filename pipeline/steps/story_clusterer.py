@@ -23,7 +23,9 @@ dropped once the watermark is ``story_window`` past the article's event time,
 so it is bounded by the articles of one story window; an article that comes
 back after that starts a story of its own. A bounded input (a batch run)
 needs no expiry: its state lives until the end, and stories are assigned in
-one pass when the input is exhausted. The same DoFns serve both; ``bounded``
+one pass when the input is exhausted; a batch over files is cut into
+event-time slices, each such a pass (``pipeline.graph.batch_slices``), so
+that end comes a slice later. The same DoFns serve both; ``bounded``
 only chooses the timers.
 
 Articles must carry their event time as their Beam timestamp (``event_time``).
@@ -161,12 +163,14 @@ class IndexBuckets(beam.PTransform):
     DirectRunner and Prism keep an entry for every key they have seen, so a
     stream's key space must be bounded for its memory to be). A shard's state,
     read on every newcomer, stays in the SDK worker's state cache on runners
-    that allow it (Flink, Dataflow).
+    that allow it (Flink, Dataflow). A newcomer reads its whole shard, so the
+    shards are many: with 256, a one-pass batch of 8,000 articles (24-hour
+    window, 7 s apart) took 379 s, most of it scanning shards; with 4,096, 187 s.
     """
 
     def __init__(self, story_window: int, max_partners: int, min_estimate: float,
                  min_cosine: float, same_language_cosine: Optional[float], bounded: bool,
-                 shards: int = 256):
+                 shards: int = 4096):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")

@@ -1,0 +1,107 @@
+"""Peak memory of a batch run against its size: bounded by the story window, not the input.
+
+    python benchmarks/batch_memory_benchmark.py --articles 25000 50000 --story-window-hours 24
+
+Generates synthetic articles as ``pipeline_benchmark`` does (3-8 SIB-200 train
+sentences each in one of its 190 languages, about 1.1 KB; 5% exact and 5%
+near copies of an earlier article), ``--lapse`` seconds of publication time
+apart (7: a story window of 24 hours holds 12,343 of them), as one JSON Lines
+file. Then it runs ``newsloom run`` on each size, each in a fresh process so
+that its peak resident memory (``ru_maxrss``) is its own, with
+``--embedder none`` unless told otherwise and the other options as given
+after ``--``. It prints, per size: the slices the run was cut into, seconds,
+articles/s, peak MiB, and the peak's ratio to the first size's, all measured
+in the same run.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.pipeline_benchmark import DEFAULT_SIB200, generate  # noqa: E402
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def generate_in_time(sib200: Path, n: int, lapse: float, path: Path) -> None:
+    """``generate``'s articles with ``published_at`` ``lapse`` seconds apart from ``START``."""
+    plain = path.with_suffix(".plain")
+    generate(sib200, n, plain)
+    with open(plain, encoding="utf-8") as f, open(path, "w", encoding="utf-8") as out:
+        for i, line in enumerate(f):
+            article = json.loads(line)
+            article["published_at"] = (START + timedelta(seconds=lapse * i)).isoformat()
+            out.write(json.dumps(article, ensure_ascii=False) + "\n")
+    plain.unlink()
+
+
+def measure(argv) -> dict:
+    """Runs newsloom in this (child) process; its summary's figures and the peak RSS."""
+    from pipeline.graph import run
+    started = time.perf_counter()
+    summary = run(argv)
+    return {"articles": summary["articles"], "unaccounted": summary["unaccounted"],
+            "slices": len(summary.get("slices", [summary["run_id"]])),
+            "seconds": time.perf_counter() - started,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--articles", type=int, nargs="+", default=[25_000, 50_000])
+    parser.add_argument("--lapse", type=float, default=7.0,
+                        help="seconds of publication time between two articles (default: 7)")
+    parser.add_argument("--story-window-hours", type=float, default=24.0)
+    parser.add_argument("--embedder", default="none")
+    parser.add_argument("--sib200", type=Path, default=DEFAULT_SIB200)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: the child's argv, JSON
+    args, newsloom_args = parser.parse_known_args()
+    if args.measure:
+        print(json.dumps(measure(json.loads(args.measure))))
+        return
+    newsloom_args = [a for a in newsloom_args if a != "--"]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "articles.jsonl"
+        generate_in_time(args.sib200, max(args.articles), args.lapse, source)
+        for n in args.articles:
+            part = Path(tmp) / f"articles-{n}.jsonl"
+            with open(source, encoding="utf-8") as f, open(part, "w", encoding="utf-8") as out:
+                for _, line in zip(range(n), f):
+                    out.write(line)
+            argv = ["--input", str(part), "--output", str(Path(tmp) / f"out-{n}"),
+                    "--embedder", args.embedder,
+                    "--story_window_hours", str(args.story_window_hours), "--quiet",
+                    *newsloom_args]
+            done = subprocess.run([sys.executable, __file__, "--measure", json.dumps(argv)],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"newsloom run failed on {n} articles:\n{done.stderr[-3000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result.update(n=n, load=os.getloadavg()[0])
+            results.append(result)
+            print(f"measured {n}: {result}", file=sys.stderr, flush=True)
+    window = args.story_window_hours * 3600 / args.lapse
+    print(f"synthetic articles {args.lapse:g} s apart, --story_window_hours "
+          f"{args.story_window_hours:g} ({window:,.0f} articles a window), --embedder "
+          f"{args.embedder} {' '.join(newsloom_args)}; {os.cpu_count()} cores\n")
+    print(f"{'articles':>9}{'slices':>8}{'seconds':>9}{'articles/s':>12}{'peak MiB':>10}"
+          f"{'vs first':>10}{'load':>6}")
+    for r in results:
+        print(f"{r['n']:>9,}{r['slices']:>8}{r['seconds']:>9.0f}{r['articles'] / r['seconds']:>12.1f}"
+              f"{r['peak_mib']:>10.0f}{r['peak_mib'] / results[0]['peak_mib']:>10.2f}"
+              f"{r['load']:>6.1f}")
+
+
+if __name__ == "__main__":
+    main()
