@@ -84,6 +84,14 @@ def listening_on_every_interface():
     return ports
 
 
+def start_job(runner_argv):
+    """The newsloom job of ``runner_argv``, submitted; returns its ``PipelineResult``."""
+    options = PipelineOptions(runner_argv)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, options)
+    return pipeline.run()
+
+
 def wait_for(condition, timeout, every=1.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,10 +128,7 @@ def test_a_runner_streams_kafka_into_windowed_parquet_while_running_then_cancels
     before = listening_on_every_interface()
     with local_runner(argv) as runner_argv:
         assert any(a.startswith("--environment_config=127.0.0.1:") for a in runner_argv)
-        options = PipelineOptions(runner_argv)
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, options)
-        result = pipeline.run()
+        result = start_job(runner_argv)
         try:
             sent = replay(str(feed), kafka_broker.bootstrap_servers, topic, partitions=3,
                           timestamps="now", progress=False).sent

@@ -49,17 +49,18 @@ def local_runner(argv: List[str]) -> Iterator[List[str]]:
         argv.append(f"--job_server_timeout={JOB_STREAM_DEADLINE}")
     previous_conf_dir = os.environ.get("FLINK_CONF_DIR")
     checkpoints = None
-    if kind == "flink" and flag_value(argv, "--checkpointing_interval") is not None:
-        if FINISH_BUNDLE_BEFORE_CHECKPOINTING not in argv:
-            argv.append(FINISH_BUNDLE_BEFORE_CHECKPOINTING)
     if kind == "flink":
+        if (flag_value(argv, "--checkpointing_interval") is not None
+                and FINISH_BUNDLE_BEFORE_CHECKPOINTING not in argv):
+            argv.append(FINISH_BUNDLE_BEFORE_CHECKPOINTING)
         if flag_value(argv, "--flink_job_server_jar") is None:
             argv.append(f"--flink_job_server_jar={flink_job_server_jar()}")
         if flag_value(argv, "--flink_master") is None:
             argv.append("--flink_master=[local]")
+        if flag_value(argv, "--job_server_java_launcher") is None:
+            # The job server runs here, whatever the cluster: its servers on loopback.
+            argv.append(f"--job_server_java_launcher={loopback_java_launcher()}")
         if flag_value(argv, "--flink_master") == "[local]":
-            if flag_value(argv, "--job_server_java_launcher") is None:
-                argv.append(f"--job_server_java_launcher={loopback_java_launcher()}")
             # The job server JVM inherits this; Flink reads its configuration there.
             os.environ.setdefault("FLINK_CONF_DIR", str(flink_local_conf_dir()))
             if (flag_value(argv, "--checkpointing_interval") is not None

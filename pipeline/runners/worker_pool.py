@@ -1,5 +1,14 @@
-"""Beam's Python SDK worker pool in this process, listening on 127.0.0.1."""
+"""Beam's Python SDK worker pool in this process, listening on 127.0.0.1.
 
+``python -m pipeline.runners.worker_pool PORT`` runs one as a process of its own
+until it is stopped (a Flink cluster's pool beside a TaskManager). gRPC sets
+SO_REUSEPORT, so several such processes can share PORT; each worker a
+TaskManager asks for then starts in one of them.
+"""
+
+import signal
+import sys
+import threading
 from typing import Optional
 
 # The SDK harness's state cache (the stateful steps read their state through it)
@@ -13,9 +22,10 @@ STATE_CACHE_MB = 0
 class LocalWorkerPool:
     """Beam's Python SDK worker pool, in this process, on 127.0.0.1 (a context manager)."""
 
-    def __init__(self, state_cache_mb: int = STATE_CACHE_MB):
+    def __init__(self, state_cache_mb: int = STATE_CACHE_MB, port: int = 0):
         self.address: Optional[str] = None
         self.state_cache_mb = state_cache_mb
+        self.port = port
         self._server = None
 
     def __enter__(self) -> "LocalWorkerPool":
@@ -27,7 +37,7 @@ class LocalWorkerPool:
         self._server = grpc.server(thread_pool_executor.shared_unbounded_instance(),
                                    options=[("grpc.http2.max_pings_without_data", 0),
                                             ("grpc.http2.max_ping_strikes", 0)])
-        port = self._server.add_insecure_port("127.0.0.1:0")
+        port = self._server.add_insecure_port(f"127.0.0.1:{self.port}")
         beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
             BeamFnExternalWorkerPoolServicer(state_cache_size=self.state_cache_mb << 20,
                                              data_buffer_time_limit_ms=-1), self._server)
@@ -37,3 +47,11 @@ class LocalWorkerPool:
 
     def __exit__(self, *exc) -> None:
         self._server.stop(grace=1)
+
+
+if __name__ == "__main__":
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with LocalWorkerPool(port=int(sys.argv[1])) as pool:
+        print(f"worker pool at {pool.address}", flush=True)
+        stopped.wait()
