@@ -8,7 +8,6 @@ import json
 import urllib.request
 
 import pytest
-from apache_beam.runners.runner import PipelineState
 
 from connectors.replay import replay
 from pipeline.options import normalise_argv
@@ -32,15 +31,16 @@ def rest(cluster, path):
         return json.load(response)
 
 
-def test_a_checkpointed_stream_on_a_two_taskmanager_cluster_writes_and_commits_while_running(
+def test_a_checkpointed_stream_on_two_taskmanagers_survives_one_killed_writing_each_message_once(
         flink_cluster, kafka_broker, sib200, tmp_path):
     before = listening_on_every_interface()
     topic = group = "cluster-stream"
     kafka_broker.create_topic(topic, partitions=3)
-    feed = tmp_path / "feed"
-    write_feed(feed, synthetic_articles(sib200, range(300)))
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_feed(first, synthetic_articles(sib200, range(150)))
     for seed in SEEDS.glob("*.txt"):
-        (feed / seed.name).write_bytes(seed.read_bytes())
+        (first / seed.name).write_bytes(seed.read_bytes())
+    write_feed(second, synthetic_articles(sib200, range(150, 300)))
     out = tmp_path / "out"
     argv = normalise_argv([
         "--runner=FlinkRunner", f"--flink_master={flink_cluster.rest_address}", "--streaming",
@@ -52,31 +52,39 @@ def test_a_checkpointed_stream_on_a_two_taskmanager_cluster_writes_and_commits_w
     with local_runner(argv) as runner_argv:
         result = start_job(runner_argv)
         try:
-            sent = replay(str(feed), kafka_broker.bootstrap_servers, topic, partitions=3,
+            sent = replay(str(first), kafka_broker.bootstrap_servers, topic, partitions=3,
                           timestamps="now", progress=False).sent
-
-            def all_written():
-                return (len(dataset_rows(out / "articles"))
-                        + len(dataset_rows(out / "deadletter"))) >= sent
-
-            assert wait_for(all_written, timeout=300), (
-                f"{len(dataset_rows(out / 'articles'))} articles and "
-                f"{len(dataset_rows(out / 'deadletter'))} dead letters of {sent} records")
-            assert wait_for(lambda: sum(o or 0 for o in committed(
-                kafka_broker, topic, group).values()) == sent, timeout=60)
-            assert result.state == PipelineState.RUNNING
-            job, = rest(flink_cluster, "/jobs/overview")["jobs"]
-            assert job["state"] == "RUNNING"
-            # The job's tasks ran on both TaskManagers, and its checkpoints on disk.
+            assert wait_for(lambda: len(dataset_rows(out / "articles")) > 0, timeout=300)
+            job, = (j for j in rest(flink_cluster, "/jobs/overview")["jobs"]
+                    if j["state"] == "RUNNING")
+            # The job's tasks run on both TaskManagers, its checkpoints go to disk.
             hosts = {tm["taskmanager-id"] for vertex in rest(flink_cluster, f"/jobs/{job['jid']}")[
                 "vertices"] for tm in rest(flink_cluster, f"/jobs/{job['jid']}/vertices/"
                                                           f"{vertex['id']}/taskmanagers")[
                 "taskmanagers"]}
             assert hosts == {"tm0", "tm1"}
-            assert rest(flink_cluster, f"/jobs/{job['jid']}/checkpoints")["counts"]["completed"] > 0
-            assert any((flink_cluster.folder / "checkpoints").rglob("_metadata"))
+            assert wait_for(lambda: any((flink_cluster.folder / "checkpoints").rglob("_metadata")),
+                            timeout=60)
             assert listening_on_every_interface() - before == set()
+            # A TaskManager killed mid-stream; the job restarts from its last checkpoint.
+            flink_cluster.task_manager_processes[1].kill()  # SIGKILL
+            flink_cluster.task_manager_processes[1].wait()
+            flink_cluster.start_task_manager(1)
+            sent += replay(str(second), kafka_broker.bootstrap_servers, topic, partitions=3,
+                           timestamps="now", progress=False).sent
+
+            def all_written():
+                return len(dataset_rows(out / "articles")) >= sent
+
+            assert wait_for(all_written, timeout=400), (
+                f"{len(dataset_rows(out / 'articles'))} articles of {sent}")
+            assert wait_for(lambda: sum(o or 0 for o in committed(
+                kafka_broker, topic, group).values()) == sent, timeout=120)
+            # The job failed over (restarted from a checkpoint) and runs again.
+            assert rest(flink_cluster, f"/jobs/{job['jid']}/exceptions")[
+                "exceptionHistory"]["entries"]
+            assert rest(flink_cluster, f"/jobs/{job['jid']}")["state"] == "RUNNING"
         finally:
             result.cancel()
-    articles = dataset_rows(out / "articles")
-    assert len(articles) == len({a["article_id"] for a in articles}) == sent
+    ids = [a["article_id"] for a in dataset_rows(out / "articles")]
+    assert len(ids) == len(set(ids)) == sent == 304

@@ -29,8 +29,10 @@ def read_dataset(path):
 def result(request, corpus, tmp_path_factory):
     folder, expected = corpus
     out = tmp_path_factory.mktemp(f"out-{request.param}")
+    # One pass (the corpus spans days, which a batch would read in slices, each a run
+    # of its own; tests/test_batch_slices.py checks those): these tests check one run.
     summary = run(["--input", str(folder), "--output", str(out), "--runner", request.param,
-                   "--max_article_bytes", str(1 << 20)])
+                   "--max_article_bytes", str(1 << 20), "--slice_hours", "0"])
     articles = {row["article_id"]: row for row in read_dataset(out / "articles")}
     dead_letters = read_dataset(out / "deadletter")
     return summary, articles, dead_letters, expected, out
