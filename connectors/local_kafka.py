@@ -28,6 +28,8 @@ from typing import NoReturn
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from common.ports import free_port
+
 DEFAULT_KAFKA_VERSION = "4.1.2"
 MESSAGE_MAX_BYTES = 16 * 1024 * 1024
 _LOG4J_VERSION = "2.24.3"  # the log4j2 line Kafka 4.x ships with
@@ -90,15 +92,6 @@ def _java() -> str:
     if not java or not Path(java).exists():
         raise RuntimeError("No java found: set JAVA_HOME or put java on PATH (Kafka 4 needs Java 17+)")
     return java
-
-
-def _free_port(avoid: int | None = None) -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port != avoid:
-            return port
 
 
 def _listening(port: int) -> bool:
@@ -192,8 +185,8 @@ class LocalKafkaBroker:
         if self._dir is not None:
             raise RuntimeError("broker already started; use restart()")
         self._dir = Path(tempfile.mkdtemp(prefix="newsloom-kafka-"))
-        self._port = self._port or _free_port()
-        self._controller_port = _free_port(avoid=self._port)
+        self._port = self._port or free_port()
+        self._controller_port = free_port(avoid=self._port)
         config = self._dir / "server.properties"
         config.write_text("".join(f"{key}={value}\n" for key, value in self._properties(self._dir / "data").items()))
         try:

@@ -4,13 +4,13 @@ it waits; a broker that stays away fails the run with one clear line."""
 
 import json
 import logging
-import socket
 import subprocess
 import sys
 
 import pytest
 from kafka import KafkaProducer
 
+from common.ports import free_port
 from connectors.kafka_source import KafkaSpec, _commit, _PlanTopicFn
 from connectors.replay import replay
 from tests.conftest import ROOT, SEEDS, Background, broker_outage, committed, wait_until
@@ -121,9 +121,7 @@ def test_a_run_whose_broker_stops_while_it_reads_waits_and_loses_and_duplicates_
 
 
 def test_a_broker_that_stays_away_fails_the_run_with_one_clear_line(tmp_path):
-    with socket.socket() as sock:  # a port where nothing listens
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "run", "--bootstrap-servers",
          f"127.0.0.1:{port}", "--topic", "articles", "--start", "earliest",

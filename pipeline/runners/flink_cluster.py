@@ -19,7 +19,6 @@ TaskManager's workers start in either pool.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import List, Optional
 
+from common.ports import free_port
 from pipeline.runners import CACHE_DIR
 from pipeline.runners.flink import flink_job_server_jar, loopback_java_launcher
 
@@ -46,13 +46,6 @@ TASK_MANAGER_MEMORY = {
 TASK_MANAGER_JVM = ["-Xmx640m", "-Xms640m", "-XX:MaxMetaspaceSize=256m"]
 JOB_MANAGER_JVM = ["-Xmx512m"]
 START_SECONDS = 120.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class FlinkCluster:
