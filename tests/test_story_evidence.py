@@ -5,11 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.logic.evidence import evidence_keys
+from pipeline.logic.evidence import evidence_keys, specific_evidence
 from pipeline.logic.story_evidence import (CROSS_LANGUAGE, SAME_LANGUAGE, LinkRule, PairEvidence,
-                                           StoryModel, best_threshold, document_frequencies,
-                                           fit_logistic, fit_rule, key_weight, opening_text,
-                                           pair_evidence, precision_recall_f1)
+                                           StoryModel, background_cosines, best_threshold,
+                                           document_frequencies, fit_logistic, fit_rule,
+                                           key_weight, opening_text, pair_evidence,
+                                           precision_recall_f1)
+
+BACKGROUND = {SAME_LANGUAGE: 0.2, CROSS_LANGUAGE: 0.1}
 
 
 def unit(*values):
@@ -35,7 +38,7 @@ def test_pair_evidence_weighs_rare_shared_names_above_common_ones():
     para = np.array([unit(1, 0, 0)])
     evidence = pair_evidence(para, np.array([unit(1, 1, 0)]), unit(0, 1, 0), unit(0, 1, 0),
                              evidence_keys(english), evidence_keys(spanish), len(english),
-                             len(spanish), True, 0.5, frequency)
+                             len(spanish), True, 0.5, frequency, background_cosine=0.13)
     assert evidence.cosine == pytest.approx(math.sqrt(0.5), abs=1e-6)
     assert evidence.opening_cosine == pytest.approx(1.0)
     assert evidence.coverage == 1.0  # each article's one paragraph aligns at 0.71 >= 0.5
@@ -47,6 +50,13 @@ def test_pair_evidence_weighs_rare_shared_names_above_common_ones():
     assert evidence.shared_weight == pytest.approx(
         sum(key_weight(k, frequency) for k in evidence.shared))
     assert evidence.numbers_weight == pytest.approx(key_weight("#250", frequency))
+    assert evidence.background_cosine == 0.13
+    # The share of the smaller article's name and number weight that both hold:
+    # all of it here, a part of the larger article's.
+    weights = [sum(key_weight(k, frequency) for k in specific_evidence(evidence_keys(text)))
+               for text in (english, spanish)]
+    assert evidence.shared_share == pytest.approx(evidence.shared_weight / min(weights)) == 1.0
+    assert evidence.shared_weight < max(weights)
     assert key_weight("@brbl", frequency) < key_weight("@kblkjk", frequency) == -math.log(0.001)
     # Nothing aligns in part: the unaligned rest is the whole.
     assert evidence.unaligned_cosine == evidence.cosine and not evidence.partial_reuse
@@ -66,7 +76,7 @@ def test_two_paragraphs_reused_beside_unrelated_ones_are_a_partial_reuse():
     other = np.array(reused + [basis(5), basis(6)])
     opening = basis(0)
     evidence = pair_evidence(story, other, opening, opening, frozenset(), frozenset(), 900, 900,
-                             True, 0.9, {"": 0.001})
+                             True, 0.9, {"": 0.001}, background_cosine=0.1)
     assert evidence.cosine == pytest.approx(0.45, abs=0.01)
     assert evidence.coverage == 0.5 and evidence.unaligned_cosine == pytest.approx(0.0, abs=1e-6)
     assert evidence.unaligned_max_cosine == pytest.approx(0.0, abs=1e-6)  # the reused are left out
@@ -74,11 +84,11 @@ def test_two_paragraphs_reused_beside_unrelated_ones_are_a_partial_reuse():
     # A report whose other paragraphs tell the same event is no partial reuse.
     same_event = np.array(reused + [unit(0, 0, 1, 0, 0, 0, 1, 0), unit(0, 0, 0, 1, 0, 0, 0, 1)])
     report = pair_evidence(story, same_event, opening, opening, frozenset(), frozenset(), 900, 900,
-                           True, 0.9, {"": 0.001})
+                           True, 0.9, {"": 0.001}, background_cosine=0.1)
     assert not report.partial_reuse and 0 < report.unaligned_max_cosine < 0.9
     # The regression would link the reuse on its cosine; the model gives it 0.
     rule = LinkRule(("cosine",), (0.3,), (0.1,), (2.0,), 0.0, 0.5)
-    model = StoryModel({SAME_LANGUAGE: rule, CROSS_LANGUAGE: rule}, {"": 0.001})
+    model = StoryModel({SAME_LANGUAGE: rule, CROSS_LANGUAGE: rule}, {"": 0.001}, BACKGROUND)
     assert rule.probability(evidence) > rule.threshold
     assert model.probability(evidence) == 0.0 and not model.links(evidence)
     assert model.links(report)
@@ -108,9 +118,10 @@ def test_logistic_fit_separates_and_the_threshold_meets_the_precision_floor():
     assert precision_recall_f1([s >= 0.65 for s in scores], same) == (1.0, 0.75, pytest.approx(6 / 7))
 
 
-def evidence(cosine, shared_weight, cross=False):
+def evidence(cosine, shared_weight, cross=False, background=0.2):
     return PairEvidence(cosine=cosine, opening_cosine=0.0, coverage=0.0, unaligned_cosine=cosine,
-                        unaligned_max_cosine=0.0, shared_weight=shared_weight, numbers_weight=0.0, length_ratio=1.0,
+                        unaligned_max_cosine=0.0, shared_weight=shared_weight, numbers_weight=0.0,
+                        shared_share=0.0, length_ratio=1.0, background_cosine=background,
                         cross_language=cross, shared=())
 
 
@@ -119,7 +130,7 @@ def test_a_fitted_model_links_what_it_learnt_and_survives_its_file(tmp_path):
     different = [evidence(0.2 + i / 100, i / 2) for i in range(20)]
     rules = {kind: fit_rule(same + different, [True] * 20 + [False] * 20,
                             ("cosine", "shared_weight")) for kind in (SAME_LANGUAGE, CROSS_LANGUAGE)}
-    model = StoryModel(rules, {"@trmb": 0.3, "": 0.001})
+    model = StoryModel(rules, {"@trmb": 0.3, "": 0.001}, {"ar-ar": 0.27, **BACKGROUND})
     assert model.links(evidence(0.7, 25)) and not model.links(evidence(0.25, 1))
     assert model.links(evidence(0.7, 25, cross=True))
     path = tmp_path / "model.json"
@@ -129,6 +140,9 @@ def test_a_fitted_model_links_what_it_learnt_and_survives_its_file(tmp_path):
     assert loaded.probability(evidence(0.5, 10)) == model.probability(evidence(0.5, 10))
     with pytest.raises(FileNotFoundError, match="build_story_model"):
         StoryModel.load(tmp_path / "missing.json")
+    path.write_text(StoryModel(rules, {"": 0.001}, {"ar-ar": 0.27}).to_json())
+    with pytest.raises(ValueError, match="background cosines"):
+        StoryModel.load(path)
 
 
 def test_a_rule_weighs_standardised_features():
@@ -148,3 +162,37 @@ def test_pairs_kept_apart_stay_below_the_threshold():
     kept = fit_rule(same + different, labels, ("cosine", "shared_weight"), apart=[related])
     assert kept.probability(related) < kept.threshold
     assert kept.probability(evidence(0.7, 30)) >= kept.threshold  # one story still links
+
+
+def test_background_cosines_by_language_pair_with_fallbacks_for_the_rest():
+    # Three Arabic articles all alike, three English ones at right angles,
+    # one Hindi article: too few for a value of its own.
+    arabic = [unit(1, 1, 0, 0), unit(1, 0, 0, 0), unit(1, 0, 1, 0)]
+    english = [unit(0, 1, 0, 0), unit(0, 0, 1, 0), unit(0, 0, 0, 1)]
+    table = background_cosines(["ar"] * 3 + ["en"] * 3 + ["hi"],
+                               np.array(arabic + english + [unit(1, 0, 0, 0)]), min_articles=3)
+    pairs = [arabic[0] @ arabic[1], arabic[0] @ arabic[2], arabic[1] @ arabic[2]]
+    assert table["ar-ar"] == pytest.approx(np.mean(pairs), abs=1e-6)
+    assert table["en-en"] == pytest.approx(0.0, abs=1e-6)
+    assert table["ar-en"] == pytest.approx(np.mean([a @ e for a in arabic for e in english]),
+                                           abs=1e-6)
+    assert "ar-hi" not in table and "hi-hi" not in table
+    assert table[SAME_LANGUAGE] == pytest.approx((table["ar-ar"] + table["en-en"]) / 2, abs=1e-6)
+    assert table[CROSS_LANGUAGE] == table["ar-en"]
+    model = StoryModel({}, {"": 0.001}, table)
+    assert model.background("en", "ar") == table["ar-en"]
+    assert model.background("hi", "hi") == table[SAME_LANGUAGE]
+    assert model.background("hi", "en") == table[CROSS_LANGUAGE]
+
+
+def test_one_cosine_links_in_a_language_whose_articles_differ_more():
+    # The same cosine says more where two unrelated articles are further apart:
+    # fitted so, the rule links it in English and not in Arabic.
+    same = [evidence(0.45 + i / 100, 0, background=0.18) for i in range(10)]
+    same += [evidence(0.6 + i / 100, 0, background=0.27) for i in range(10)]
+    different = [evidence(0.2 + i / 100, 0, background=0.18) for i in range(10)]
+    different += [evidence(0.45 + i / 100, 0, background=0.27) for i in range(10)]
+    rule = fit_rule(same + different, [True] * 20 + [False] * 20,
+                    ("cosine", "background_cosine"), l2=0.01)
+    assert rule.probability(evidence(0.52, 0, background=0.18)) >= rule.threshold
+    assert rule.probability(evidence(0.52, 0, background=0.27)) < rule.threshold

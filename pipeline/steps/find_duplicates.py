@@ -185,7 +185,8 @@ def story_link(later: Member, earlier: Member, later_vectors: ArticleVectors,
         later_vectors.length, earlier_vectors.length, later_vectors.lang != earlier_vectors.lang,
         paragraph_similarity.get(pair_key(later_vectors.lang, earlier_vectors.lang),
                                  default_similarity),
-        model.document_frequency)
+        model.document_frequency,
+        background_cosine=model.background(later_vectors.lang, earlier_vectors.lang))
     probability = model.probability(evidence)
     cut = (min_probability if min_probability is not None
            else model.rule(evidence.cross_language).threshold)
@@ -265,7 +266,7 @@ class FindDuplicates(beam.PTransform):
     def __init__(self, threshold: float = 0.5, shingle_size: int = 3, bands: int = 40,
                  rows: int = 3, max_partners: int = 50, embedded=None,
                  paragraph_similarity: Optional[float] = None, coverage: float = 0.5,
-                 min_article_cosine: float = 0.35, story_links: bool = True,
+                 min_article_cosine: float = MIN_LINK_COSINE, story_links: bool = True,
                  story_link_probability: Optional[float] = None,
                  story_window: float = 72 * 3600,
                  assign_every: float = 10, bounded: bool = True, earlier=None,
