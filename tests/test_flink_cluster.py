@@ -5,7 +5,10 @@ Slow: run with ``python -m pytest -m slow``.
 """
 
 import json
+import os
+import signal
 import urllib.request
+from collections import Counter
 
 import pytest
 
@@ -13,7 +16,7 @@ from connectors.replay import replay
 from pipeline.options import normalise_argv
 from pipeline.runners.flink_cluster import FlinkCluster
 from pipeline.runners.local import local_runner
-from tests.conftest import SEEDS, committed
+from tests.conftest import SEEDS, Background, committed
 from tests.test_streaming_runners import (dataset_rows, listening_on_every_interface, start_job,
                                           synthetic_articles, wait_for, write_feed)
 
@@ -88,3 +91,105 @@ def test_a_checkpointed_stream_on_two_taskmanagers_survives_one_killed_writing_e
             result.cancel()
     ids = [a["article_id"] for a in dataset_rows(out / "articles")]
     assert len(ids) == len(set(ids)) == sent == 304
+
+
+# The faults' stream: 3 partitions, 15 s windows, checkpoints every 5 s, the hashing
+# embedder (the default engine's ONNX model does not keep up on 2 shared cores).
+FAULT_WINDOW_SECONDS = 15
+FAULT_RATE = 20.0  # articles published a second
+BAD_MESSAGES = {f"bad-{n}": b'{"id": "bad", "body": ' for n in range(3)}
+
+
+def cluster_argv(cluster, kafka_broker, topic, out, *extra):
+    return normalise_argv([
+        "--runner=FlinkRunner", f"--flink_master={cluster.rest_address}", "--streaming",
+        "--parallelism=4", "--checkpointing_interval=5000",
+        "--environment_type=EXTERNAL", f"--environment_config={cluster.worker_pool_address}",
+        f"--output={out}", f"--bootstrap-servers={kafka_broker.bootstrap_servers}",
+        f"--topic={topic}", f"--group_id={topic}", "--stop=never",
+        f"--window_seconds={FAULT_WINDOW_SECONDS}", "--embedder=none", *extra])
+
+
+def running_job(cluster):
+    jobs = [j for j in rest(cluster, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
+    return jobs[0]["jid"] if len(jobs) == 1 else None
+
+
+def checkpoint_counts(cluster, jid):
+    return rest(cluster, f"/jobs/{jid}/checkpoints")["counts"]
+
+
+class Feed:
+    """The messages of the faults' stream, published at FAULT_RATE: SIB-200 articles by
+    number (article n + 670 repeats article n's text) and raw messages by key."""
+
+    def __init__(self, broker, sib200, topic, folder):
+        self.broker, self.sib200, self.topic, self.folder = broker, sib200, topic, folder
+        self.sent = []  # the ids published, in order
+
+    def publish(self, numbers, with_seeds=False, raw=None):
+        folder = self.folder / f"part{len(list(self.folder.glob('part*')))}"
+        articles = synthetic_articles(self.sib200, numbers)
+        write_feed(folder, articles)
+        if with_seeds:
+            for seed in SEEDS.glob("*.txt"):
+                (folder / seed.name).write_bytes(seed.read_bytes())
+        sent = replay(str(folder), self.broker.bootstrap_servers, self.topic, partitions=3,
+                      rate=FAULT_RATE, timestamps="now", progress=False).sent
+        assert sent == len(articles) + (4 if with_seeds else 0)
+        self.sent += [a["id"] for a in articles] + (
+            [p.stem for p in SEEDS.glob("*.txt")] if with_seeds else [])
+        if raw:
+            from kafka import KafkaProducer
+            producer = KafkaProducer(bootstrap_servers=self.broker.bootstrap_servers)
+            for key, value in raw.items():
+                producer.send(self.topic, key=key.encode(), value=value)
+            producer.flush()
+            producer.close()
+            self.sent += list(raw)
+
+
+def each_message_once(out, feed):
+    """Every message published is one article or dead-letter row by now, none twice."""
+    rows = [a["article_id"] for a in dataset_rows(out / "articles")] + [
+        d["article_id"] for d in dataset_rows(out / "deadletter")]
+    return len(rows) >= len(feed.sent) and Counter(rows) == Counter(feed.sent)
+
+
+def test_a_stream_on_the_cluster_survives_a_killed_python_worker(
+        flink_cluster, kafka_broker, sib200, tmp_path):
+    topic = "cluster-faults"
+    kafka_broker.create_topic(topic, partitions=3)
+    out = tmp_path / "out"
+    feed = Feed(kafka_broker, sib200, topic, tmp_path)
+
+    def all_written_and_committed():
+        assert wait_for(lambda: each_message_once(out, feed), timeout=400), (
+            Counter(a["article_id"] for a in dataset_rows(out / "articles")).most_common(3),
+            len(dataset_rows(out / "articles")), len(feed.sent))
+        assert wait_for(lambda: sum(o or 0 for o in committed(
+            kafka_broker, topic, topic).values()) == len(feed.sent), timeout=120), (
+            committed(kafka_broker, topic, topic), len(feed.sent))
+
+    with local_runner(cluster_argv(flink_cluster, kafka_broker, topic, out,
+                                   "--start=earliest")) as runner_argv:
+        result = start_job(runner_argv)
+        try:
+            # 1. A Python SDK worker killed with SIGKILL while articles stream in.
+            publishing = Background(lambda: feed.publish(range(0, 400), with_seeds=True,
+                                                         raw=BAD_MESSAGES))
+            assert wait_for(lambda: dataset_rows(out / "articles"), timeout=300)
+            jid = running_job(flink_cluster)
+            assert wait_for(lambda: checkpoint_counts(flink_cluster, jid)["completed"] > 0,
+                            timeout=60)
+            assert checkpoint_counts(flink_cluster, jid)["restored"] == 0
+            workers = flink_cluster.python_workers()
+            assert workers, "no Python SDK worker process"
+            os.kill(workers[0], signal.SIGKILL)
+            assert wait_for(lambda: checkpoint_counts(flink_cluster, jid)["restored"] > 0,
+                            timeout=120), "the job did not restart from a checkpoint"
+            publishing.result()
+            all_written_and_committed()
+            assert rest(flink_cluster, f"/jobs/{jid}")["state"] == "RUNNING"
+        finally:
+            result.cancel()
