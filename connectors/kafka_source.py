@@ -491,8 +491,10 @@ class ReadTopicFn(beam.DoFn):
             records = wait_for_broker(self.spec, doing, lambda: self._consumer.poll(
                 timeout_ms=self.spec.poll_timeout_ms, max_records=500))
             if not records:
-                for p in list(unfinished):
-                    position = self._consumer.position(tps[p])
+                # position() may ask the broker too (to validate an offset).
+                positions = wait_for_broker(self.spec, doing, lambda: {
+                    p: self._consumer.position(tps[p]) for p in unfinished})
+                for p, position in positions.items():
                     if position is not None and position >= unfinished[p].stop:
                         finish(p)  # nothing left in the range
                 if unfinished:
@@ -524,7 +526,9 @@ class ReadTopicFn(beam.DoFn):
         poll just comes back empty): it waits here until the broker answers.
         """
         now = Timestamp.now() - Duration.of(self.spec.idle_slack_seconds)
-        positions = {p: self._consumer.position(tps[p]) for p in unfinished}
+        positions = wait_for_broker(
+            self.spec, f"reading topic {self.spec.topic}",
+            lambda: {p: self._consumer.position(tps[p]) for p in unfinished})
         ends = wait_for_broker(
             self.spec, f"reading topic {self.spec.topic}",
             lambda: self._consumer.end_offsets([tps[p] for p in unfinished],
