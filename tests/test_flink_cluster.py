@@ -9,6 +9,7 @@ import os
 import signal
 import urllib.request
 from collections import Counter
+from contextlib import contextmanager
 
 import pytest
 from apache_beam.runners.runner import PipelineState
@@ -112,6 +113,26 @@ def cluster_argv(cluster, kafka_broker, topic, out, *extra):
         f"--window_seconds={FAULT_WINDOW_SECONDS}", "--embedder=none", *extra])
 
 
+@contextmanager
+def cluster_job(cluster, kafka_broker, topic, out, *extra):
+    """The faults' stream on ``cluster`` (``cluster_argv``), running: yields its Flink
+    job id, and cancels it at the end unless it has ended."""
+    with local_runner(cluster_argv(cluster, kafka_broker, topic, out, *extra)) as runner_argv:
+        result = start_job(runner_argv)
+        try:
+            assert wait_for(lambda: running_job(cluster), timeout=300)
+            yield running_job(cluster)
+        finally:
+            if not PipelineState.is_terminal(result.state):
+                result.cancel()
+
+
+def fault_feed(kafka_broker, sib200, topic, tmp_path):
+    """A fresh 3-partition ``topic`` and its Feed."""
+    kafka_broker.create_topic(topic, partitions=3)
+    return Feed(kafka_broker, sib200, topic, tmp_path)
+
+
 def running_job(cluster):
     jobs = [j for j in rest(cluster, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
     return jobs[0]["jid"] if len(jobs) == 1 else None
@@ -204,65 +225,46 @@ def stories(out):
 
 def test_a_stream_on_the_cluster_survives_a_killed_python_worker_and_a_savepoint_as_a_batch_run_would(
         flink_cluster, kafka_broker, sib200, tmp_path):
-    topic = "cluster-faults"
-    kafka_broker.create_topic(topic, partitions=3)
-    out = tmp_path / "out"
-    feed = Feed(kafka_broker, sib200, topic, tmp_path)
-
-    def all_written_and_committed():
-        each_message_written_once_and_committed(out, feed)
+    topic, out = "cluster-faults", tmp_path / "out"
+    feed = fault_feed(kafka_broker, sib200, topic, tmp_path)
 
     def committed_total():
         return sum(o or 0 for o in committed(kafka_broker, topic, topic).values())
 
-    with local_runner(cluster_argv(flink_cluster, kafka_broker, topic, out,
-                                   "--start=earliest")) as runner_argv:
-        result = start_job(runner_argv)
-        try:
-            assert wait_for(lambda: running_job(flink_cluster), timeout=300)
-            jid = running_job(flink_cluster)
-            # 1. A Python SDK worker killed with SIGKILL once a checkpoint has committed
-            # some of the articles streaming in; more arrive while the job recovers.
-            publishing = Background(lambda: feed.publish(range(0, 400), with_seeds=True,
-                                                         raw=BAD_MESSAGES))
-            assert wait_for(lambda: committed_total() > 0, timeout=300)
-            assert checkpoint_counts(flink_cluster, jid)["restored"] == 0
-            workers = flink_cluster.python_workers()
-            assert workers, "no Python SDK worker process"
-            os.kill(workers[0], signal.SIGKILL)
-            publishing.result()
-            feed.publish(range(400, 800))
-            assert wait_for(lambda: checkpoint_counts(flink_cluster, jid)["restored"] > 0,
-                            timeout=120), "the job did not restart from a checkpoint"
-            all_written_and_committed()
-            feed.publish(range(800, 1400))
-            all_written_and_committed()
-            assert rest(flink_cluster, f"/jobs/{jid}")["state"] == "RUNNING"
-            # 2. Stopped with a savepoint; more articles arrive before a new job starts.
-            savepoint = stop_with_savepoint(flink_cluster, jid,
-                                            flink_cluster.folder / "savepoints")
-            assert wait_for(lambda: rest(flink_cluster, f"/jobs/{jid}")["state"] == "FINISHED",
-                            timeout=60)
-        finally:
-            if not PipelineState.is_terminal(result.state):
-                result.cancel()
+    with cluster_job(flink_cluster, kafka_broker, topic, out, "--start=earliest") as jid:
+        # 1. A Python SDK worker killed with SIGKILL once a checkpoint has committed
+        # some of the articles streaming in; more arrive while the job recovers.
+        publishing = Background(lambda: feed.publish(range(0, 400), with_seeds=True,
+                                                     raw=BAD_MESSAGES))
+        assert wait_for(lambda: committed_total() > 0, timeout=300)
+        assert checkpoint_counts(flink_cluster, jid)["restored"] == 0
+        workers = flink_cluster.python_workers()
+        assert workers, "no Python SDK worker process"
+        os.kill(workers[0], signal.SIGKILL)
+        publishing.result()
+        feed.publish(range(400, 800))
+        assert wait_for(lambda: checkpoint_counts(flink_cluster, jid)["restored"] > 0,
+                        timeout=120), "the job did not restart from a checkpoint"
+        each_message_written_once_and_committed(out, feed)
+        feed.publish(range(800, 1400))
+        each_message_written_once_and_committed(out, feed)
+        assert rest(flink_cluster, f"/jobs/{jid}")["state"] == "RUNNING"
+        # 2. Stopped with a savepoint; more articles arrive before a new job starts.
+        savepoint = stop_with_savepoint(flink_cluster, jid,
+                                        flink_cluster.folder / "savepoints")
+        assert wait_for(lambda: rest(flink_cluster, f"/jobs/{jid}")["state"] == "FINISHED",
+                        timeout=60)
     before_savepoint = set(feed.sent)
     feed.publish(range(1400, 1600))
-    with local_runner(cluster_argv(flink_cluster, kafka_broker, topic, out,
-                                   f"--savepoint_path={savepoint}")) as runner_argv:
-        result = start_job(runner_argv)
-        try:
-            assert wait_for(lambda: running_job(flink_cluster), timeout=300)
-            resumed = running_job(flink_cluster)
-            assert wait_for(lambda: rest(flink_cluster, f"/jobs/{resumed}/checkpoints")[
-                "latest"]["restored"], timeout=120), "the new job did not restore a savepoint"
-            restored = rest(flink_cluster, f"/jobs/{resumed}/checkpoints")["latest"]["restored"]
-            assert restored["is_savepoint"], restored
-            assert restored["external_path"] == savepoint
-            feed.publish(range(1600, 2000))
-            all_written_and_committed()
-        finally:
-            result.cancel()
+    with cluster_job(flink_cluster, kafka_broker, topic, out,
+                     f"--savepoint_path={savepoint}") as resumed:
+        assert wait_for(lambda: rest(flink_cluster, f"/jobs/{resumed}/checkpoints")[
+            "latest"]["restored"], timeout=120), "the new job did not restore a savepoint"
+        restored = rest(flink_cluster, f"/jobs/{resumed}/checkpoints")["latest"]["restored"]
+        assert restored["is_savepoint"], restored
+        assert restored["external_path"] == savepoint
+        feed.publish(range(1600, 2000))
+        each_message_written_once_and_committed(out, feed)
     # Each article after the savepoint repeats the text of earlier ones (the texts
     # come round every 320 articles): it joins their story.
     streamed = stories(out)
@@ -283,28 +285,19 @@ def test_a_stream_on_the_cluster_survives_a_killed_python_worker_and_a_savepoint
 
 def test_a_stream_on_the_cluster_waits_for_a_restarted_broker_and_commits_to_the_end(
         flink_cluster, kafka_broker, sib200, tmp_path):
-    topic = "cluster-broker"
-    kafka_broker.create_topic(topic, partitions=3)
-    out = tmp_path / "out"
-    feed = Feed(kafka_broker, sib200, topic, tmp_path)
-    with local_runner(cluster_argv(flink_cluster, kafka_broker, topic, out,
-                                   "--start=earliest")) as runner_argv:
-        result = start_job(runner_argv)
-        try:
-            assert wait_for(lambda: running_job(flink_cluster), timeout=300)
-            jid = running_job(flink_cluster)
-            feed.publish(range(0, 300), with_seeds=True, raw=BAD_MESSAGES)
-            each_message_written_once_and_committed(out, feed)
-            # The broker stopped and started again on its port and data while the job
-            # reads: the job waits for it, without failing over.
-            restored = checkpoint_counts(flink_cluster, jid)["restored"]
-            waits = len(pool_log_lines(flink_cluster, "waiting for the Kafka broker"))
-            with broker_outage(kafka_broker):
-                assert wait_for(lambda: len(pool_log_lines(
-                    flink_cluster, "waiting for the Kafka broker")) > waits, timeout=120)
-            feed.publish(range(300, 600))
-            each_message_written_once_and_committed(out, feed, commit_seconds=300)
-            assert checkpoint_counts(flink_cluster, jid)["restored"] == restored
-            assert rest(flink_cluster, f"/jobs/{jid}")["state"] == "RUNNING"
-        finally:
-            result.cancel()
+    topic, out = "cluster-broker", tmp_path / "out"
+    feed = fault_feed(kafka_broker, sib200, topic, tmp_path)
+    with cluster_job(flink_cluster, kafka_broker, topic, out, "--start=earliest") as jid:
+        feed.publish(range(0, 300), with_seeds=True, raw=BAD_MESSAGES)
+        each_message_written_once_and_committed(out, feed)
+        # The broker stopped and started again on its port and data while the job
+        # reads: the job waits for it, without failing over.
+        restored = checkpoint_counts(flink_cluster, jid)["restored"]
+        waits = len(pool_log_lines(flink_cluster, "waiting for the Kafka broker"))
+        with broker_outage(kafka_broker):
+            assert wait_for(lambda: len(pool_log_lines(
+                flink_cluster, "waiting for the Kafka broker")) > waits, timeout=120)
+        feed.publish(range(300, 600))
+        each_message_written_once_and_committed(out, feed, commit_seconds=300)
+        assert checkpoint_counts(flink_cluster, jid)["restored"] == restored
+        assert rest(flink_cluster, f"/jobs/{jid}")["state"] == "RUNNING"
