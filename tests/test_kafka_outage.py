@@ -11,7 +11,7 @@ import pytest
 from kafka import KafkaProducer
 
 from common.ports import free_port
-from connectors.kafka_source import KafkaSpec, _commit, _PlanTopicFn
+from connectors.kafka_source import KafkaSpec, _commit, _commit_forward, _PlanTopicFn
 from connectors.replay import replay
 from tests.conftest import ROOT, SEEDS, Background, broker_outage, committed, wait_until
 from tests.test_kafka import fresh_topic, rows, run_kafka
@@ -133,3 +133,14 @@ def test_a_broker_that_stays_away_fails_the_run_with_one_clear_line(tmp_path):
     assert last.startswith(f"newsloom run: error: the Kafka broker at 127.0.0.1:{port} did not "
                            "answer for "), done.stderr
     assert "(--kafka_wait_seconds=2)" in last
+
+
+def test_a_streams_commits_in_the_wrong_order_never_move_the_group_back(kafka_broker):
+    # Flink finalizes a checkpoint's bundles together, and their commits run in
+    # parallel threads: the later bundle's may land first.
+    topic = fresh_topic()
+    kafka_broker.create_topic(topic, partitions=2)
+    spec = KafkaSpec(kafka_broker.bootstrap_servers, topic, group_id="stream")
+    _commit_forward(spec, {0: 5, 1: 2})
+    _commit_forward(spec, {0: 3, 1: 4})
+    assert committed(kafka_broker, topic, "stream") == {0: 5, 1: 4}

@@ -13,12 +13,14 @@ BLOB, data and REST servers and the TaskManagers' Fn API servers listen on
 
 Beside each TaskManager runs a Python SDK worker pool
 (``python -m pipeline.runners.worker_pool``), the EXTERNAL environment of a
-cluster without Docker. On one machine the pools share one port, so a
+cluster without Docker; it starts each SDK worker as a child process in its
+own process group. On one machine the pools share one port, so a
 TaskManager's workers start in either pool.
 """
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -121,9 +123,29 @@ class FlinkCluster:
         with open(self.folder / f"worker-pool{len(self.worker_pools)}.log", "ab") as out:
             pool = subprocess.Popen([sys.executable, "-m", "pipeline.runners.worker_pool",
                                      str(self.worker_pool_port)], stdout=out,
-                                    stderr=subprocess.STDOUT, env=dict(os.environ))
+                                    stderr=subprocess.STDOUT, env=dict(os.environ),
+                                    start_new_session=True)
         self.worker_pools.append(pool)
         return pool
+
+    def python_workers(self) -> List[int]:
+        """The process ids of the SDK workers the pools have started (and not yet lost)."""
+        pools = {pool.pid for pool in self.worker_pools}
+        workers = []
+        for entry in Path("/proc").iterdir():
+            try:
+                # Fields after the command's closing parenthesis: state, ppid, pgrp, ...
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                command = (entry / "cmdline").read_bytes()
+                program = os.readlink(entry / "exe")
+            except (OSError, ValueError):  # not a process, or one that just ended
+                continue
+            # The program and command, not only the group: a shim (pyenv's) may run
+            # shells on its way to Python.
+            if (int(fields[2]) in pools and b"SdkHarness" in command
+                    and "python" in Path(program).name and fields[0] != "Z"):
+                workers.append(int(entry.name))
+        return workers
 
     def overview(self) -> Optional[dict]:
         """Flink's ``/overview`` (task managers, slots, jobs), or None while it does not answer."""
@@ -173,3 +195,9 @@ class FlinkCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for pool in self.worker_pools:
+            # The pool's SDK workers, in its process group, outlive it otherwise.
+            try:
+                os.killpg(pool.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

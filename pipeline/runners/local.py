@@ -1,5 +1,6 @@
 """The arguments of a local Prism or Flink run: its runner parts and a loopback worker pool."""
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -20,6 +21,20 @@ JOB_STREAM_DEADLINE = 365 * 24 * 3600
 # read nothing (1 of 2 runs here, with 5-second checkpoints).
 FINISH_BUNDLE_BEFORE_CHECKPOINTING = "--finish_bundle_before_checkpointing"
 
+# The embedded Flinks' temporary checkpoint folders, removed again at exit. Beam's
+# job server JVM (the embedded Flink) lives until this process exits, and its
+# tasks may still write a checkpoint after the job is cancelled and the folder
+# removed (four such folders, chk-20 or chk-21 inside, were left in /tmp here).
+# Registered at import, before any run starts a job server, this handler runs
+# after Beam's handlers have stopped them (atexit runs the last registered first).
+_EMBEDDED_CHECKPOINTS: List[str] = []
+
+
+@atexit.register
+def _remove_embedded_checkpoints() -> None:
+    for folder in _EMBEDDED_CHECKPOINTS:
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 def runner_kind(runner: Optional[str]) -> Optional[str]:
     """``prism`` or ``flink`` when ``runner`` (a ``--runner`` value) names one, else None."""
@@ -32,7 +47,8 @@ def local_runner(argv: List[str]) -> Iterator[List[str]]:
     """``argv``, for a Prism or Flink run with its binary or job server and a
     127.0.0.1 worker pool added unless given, and Prism's splits off; the pool
     runs until the block ends. A checkpointed embedded Flink keeps its
-    checkpoints in a temporary folder, removed when the block ends."""
+    checkpoints in a temporary folder, removed when the block ends and again
+    when this process exits, once its job server has stopped."""
     kind = runner_kind(flag_value(argv, "--runner"))
     if kind is None:
         yield argv
@@ -71,6 +87,7 @@ def local_runner(argv: List[str]) -> Iterator[List[str]]:
                 # last good one, and no window is ever written. An embedded Flink
                 # ends with its run, and so do its checkpoints, on disk meanwhile.
                 checkpoints = tempfile.mkdtemp(prefix="newsloom-flink-checkpoints-")
+                _EMBEDDED_CHECKPOINTS.append(checkpoints)
                 argv += ["--state_backend=filesystem",
                          f"--state_backend_storage_path=file://{checkpoints}"]
     try:

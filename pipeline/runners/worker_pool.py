@@ -1,9 +1,11 @@
 """Beam's Python SDK worker pool in this process, listening on 127.0.0.1.
 
 ``python -m pipeline.runners.worker_pool PORT`` runs one as a process of its own
-until it is stopped (a Flink cluster's pool beside a TaskManager). gRPC sets
-SO_REUSEPORT, so several such processes can share PORT; each worker a
-TaskManager asks for then starts in one of them.
+until it is stopped (a Flink cluster's pool beside a TaskManager), starting
+each SDK worker as a process of its own, as Beam's own pool does there, so
+that a worker that dies takes only itself down. gRPC sets SO_REUSEPORT, so
+several such processes can share PORT; each worker a TaskManager asks for
+then starts in one of them.
 """
 
 import signal
@@ -20,12 +22,16 @@ from typing import Optional
 STATE_CACHE_MB = 0
 
 class LocalWorkerPool:
-    """Beam's Python SDK worker pool, in this process, on 127.0.0.1 (a context manager)."""
+    """Beam's Python SDK worker pool, in this process, on 127.0.0.1 (a context manager).
+    Its SDK workers are threads of this process, or with ``worker_processes``
+    child processes (``python -c ...``, run in this process's folder)."""
 
-    def __init__(self, state_cache_mb: int = STATE_CACHE_MB, port: int = 0):
+    def __init__(self, state_cache_mb: int = STATE_CACHE_MB, port: int = 0,
+                 worker_processes: bool = False):
         self.address: Optional[str] = None
         self.state_cache_mb = state_cache_mb
         self.port = port
+        self.worker_processes = worker_processes
         self._server = None
 
     def __enter__(self) -> "LocalWorkerPool":
@@ -39,7 +45,8 @@ class LocalWorkerPool:
                                             ("grpc.http2.max_ping_strikes", 0)])
         port = self._server.add_insecure_port(f"127.0.0.1:{self.port}")
         beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
-            BeamFnExternalWorkerPoolServicer(state_cache_size=self.state_cache_mb << 20,
+            BeamFnExternalWorkerPoolServicer(use_process=self.worker_processes,
+                                             state_cache_size=self.state_cache_mb << 20,
                                              data_buffer_time_limit_ms=-1), self._server)
         self._server.start()
         self.address = f"127.0.0.1:{port}"
@@ -52,6 +59,6 @@ class LocalWorkerPool:
 if __name__ == "__main__":
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with LocalWorkerPool(port=int(sys.argv[1])) as pool:
+    with LocalWorkerPool(port=int(sys.argv[1]), worker_processes=True) as pool:
         print(f"worker pool at {pool.address}", flush=True)
         stopped.wait()
