@@ -116,7 +116,8 @@ SCRIPT = "this script (producer, Parquet watcher, Beam client)"
 
 def cpu_seconds():
     """CPU seconds so far of this process and each live descendant, by role
-    (worker pools one by one: ``Python worker pool 1``...), and of the whole
+    (worker pools one by one: ``Python worker pool 1``..., and the SDK worker
+    processes each started: ``SDK workers of Python worker pool 1``), and of the whole
     machine under ``"machine"``; from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
     processes = {}
@@ -131,15 +132,18 @@ def cpu_seconds():
     children = {}
     for pid, (parent, _, _) in processes.items():
         children.setdefault(parent, []).append(pid)
-    ours, pools, seconds = [os.getpid()], 0, {}
+    ours, pools, seconds, roles = [os.getpid()], 0, {}, {}
     for pid in ours:  # grows as it goes: every descendant, parents first
         ours += sorted(children.get(pid, []))
-        _, cpu, cmdline = processes[pid]
+        parent, cpu, cmdline = processes[pid]
         role = SCRIPT if pid == os.getpid() else next(
             (name for name, marker in ROLES if marker in cmdline), "other")
         if role == "Python worker pool":
             pools += 1
             role = f"{role} {pools}"
+        elif "SdkHarness" in cmdline:  # a pool's SDK worker, a process of its own
+            role = f"SDK workers of {roles.get(parent, 'other')}"
+        roles[pid] = role
         seconds[role] = seconds.get(role, 0.0) + cpu
     busy = Path("/proc/stat").read_text().split("\n")[0].split()[1:]
     seconds["machine"] = (sum(map(int, busy)) - int(busy[3]) - int(busy[4])) / ticks
