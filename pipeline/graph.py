@@ -41,7 +41,8 @@ from pipeline.steps.find_duplicates import FindDuplicates, at_event_time, member
 from pipeline.logic import progress
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv, runs_in_process
 from pipeline.runners.local import local_runner, runner_kind
-from pipeline.steps.run_summary import CountProgress, WriteRunSummary, read_summary
+from pipeline.steps.run_summary import (CountProgress, WriteRunSummary, add_step_times,
+                                       step_rates, step_seconds)
 from pipeline.steps.story_table import SummarizeStories
 from pipeline.steps.tag_topics import TagTopics
 from schemas import article as article_schema
@@ -134,7 +135,7 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
                 with held_slice(opts.output, slice_id), \
                         beam.Pipeline(options=options) as p:
                     plan = build(p, options, source, started_at, event_slice, slice_id)
-                summaries.append(read_summary(plan.output, slice_id))
+                summaries.append(add_step_times(plan.output, slice_id, step_seconds(p.result)))
                 del p  # the slice's pipeline and what it holds, freed before the next
                 gc.collect()
             return combined_summary(run_id, summaries, started_at, datetime.now(timezone.utc))
@@ -145,7 +146,7 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
                                      p.result.job.proto_pipeline.components.transforms.values())}
     if plan.windows:
         return {"run_id": plan.run_id, "streaming": True, "state": str(p.result.state)}
-    return read_summary(plan.output, plan.run_id)
+    return add_step_times(plan.output, plan.run_id, step_seconds(p.result))
 
 
 def batch_slices(opts: NewsloomOptions, started_at: datetime) -> List[EventSlice]:
@@ -161,11 +162,16 @@ def batch_slices(opts: NewsloomOptions, started_at: datetime) -> List[EventSlice
 
 def combined_summary(run_id: str, summaries: List[Dict[str, Any]], started_at: datetime,
                      finished_at: datetime) -> Dict[str, Any]:
-    """The summaries of a run's slices as one: counts added up, the slices' run ids
-    listed, the wall time the whole run's (reading the event times too)."""
+    """The summaries of a run's slices as one: counts and step times added up, the
+    slices' run ids listed, the wall time the whole run's (reading the event times too)."""
     combined: Dict[str, Any] = {"run_id": run_id, "slices": [s["run_id"] for s in summaries]}
+    step_time: Dict[str, float] = {}
     for summary in summaries:
+        for step, rate in summary.get("steps", {}).items():
+            step_time[step] = step_time.get(step, 0.0) + rate["seconds"]
         for key, value in summary.items():
+            if key == "steps":
+                continue
             if isinstance(value, dict):
                 totals = combined.setdefault(key, {})
                 for name, n in value.items():
@@ -176,6 +182,7 @@ def combined_summary(run_id: str, summaries: List[Dict[str, Any]], started_at: d
                     wall_seconds=round((finished_at - started_at).total_seconds(), 3))
     combined["articles_per_second"] = (round(combined["articles"] / combined["wall_seconds"], 2)
                                        if combined["wall_seconds"] > 0 else 0.0)
+    combined["steps"] = step_rates(step_time, combined["articles"])
     return combined
 
 
@@ -266,7 +273,7 @@ def build(p: beam.Pipeline, options: PipelineOptions,
     topic_cut = None
     if embedded is not None:
         tag_topics = TagTopics(embedded.vectors, opts.taxonomy, opts.embedder,
-                               opts.min_topic_score, opts.max_topics)
+                               opts.min_topic_score, opts.max_topics, bounded=windows is None)
         articles = articles | "TagTopics" >> tag_topics
         topic_cut = tag_topics.cut
     articles = articles | "CountDone" >> beam.ParDo(CountProgress("done"))

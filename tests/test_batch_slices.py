@@ -76,6 +76,13 @@ def test_sliced_run_gives_the_stories_of_one_pass(articles_over_hours, tmp_path)
     for summary in (one_pass, sliced):
         assert (summary["read"], summary["articles"], summary["dead_letters"],
                 summary["unaccounted"]) == (8, 7, 1, 0)
+    # Stories are counted where they start, so once however many slices they span.
+    assert sliced["stories"] == one_pass["stories"] == 4
+    # The slices' step times add up.
+    slice_steps = [json.loads((tmp_path / "sliced" / "_runs" / f"{run_id}.json").read_text(
+        encoding="utf-8"))["steps"] for run_id in sliced["slices"]]
+    assert sliced["steps"]["FindDuplicates"]["seconds"] == pytest.approx(
+        sum(steps["FindDuplicates"]["seconds"] for steps in slice_steps), abs=0.01)
     expected = story_fields(tmp_path / "one")
     assert expected["copy"][1:4] == ("s000", True, "exact")
     assert expected["near"][1:4] == ("s000", True, "near")

@@ -310,6 +310,17 @@ def test_a_batch_run_shows_its_progress_and_the_summary_its_speed(tmp_path):
             - datetime.fromisoformat(summary["started_at"])).total_seconds()
     assert summary["wall_seconds"] == pytest.approx(wall, abs=0.001) and wall > 0
     assert summary["articles_per_second"] == pytest.approx(4 / wall, abs=0.01)
+    # Each step's own time (what the runner measured in its code), and its rate; a step
+    # under a millisecond (reading four small files, on an idle machine) is left out.
+    steps = summary["steps"]
+    assert {"DetectLanguage", "FindDuplicates", "WriteArticles"} <= set(steps)
+    assert all(step["seconds"] > 0 for step in steps.values())
+    assert sum(step["seconds"] for step in steps.values()) < wall
+    assert max(steps, key=lambda name: steps[name]["seconds"]) == "FindDuplicates"
+    for step in steps.values():
+        assert step["articles_per_second"] == pytest.approx(4 / step["seconds"], abs=0.01)
+    assert json.loads((tmp_path / "out" / "_runs" / f"{summary['run_id']}.json").read_text(
+        encoding="utf-8"))["steps"] == steps
     quiet = newsloom("run", "--input", SEEDS, "--output", tmp_path / "quiet", "--embedder",
                      "none", "--quiet")
     assert quiet.returncode == 0, quiet.stderr

@@ -1,9 +1,10 @@
 import numpy as np
+import pytest
 
 from pipeline.logic.minhash import MinHasher, shingle_hashes
 from pipeline.logic.stories import (STORY_LINK, BucketEntry, Match, Member, assign_in_order,
-                              bucket_pairs, micros_to_utc, nearest_in_time, order_key,
-                              singleton)
+                                    bucket_pairs, micros_to_utc, nearest_in_time, order_key,
+                                    pack_entry, packed_event_micros, singleton, unpack_entry)
 
 
 def member(article_id, t):
@@ -165,3 +166,17 @@ def test_an_order_key_time_comes_back_exactly_from_the_utc_time_a_story_state_ke
         0, 1_900_000_000_000_000, 1000)] + [-1, 0, 1]
     assert [order_key(micros_to_utc(m), micros_to_utc(m), "a")[:2] for m in micros] == [
         (m, m) for m in micros]
+
+
+def test_a_bucket_entry_packs_into_its_id_payload_and_a_few_bytes_and_back():
+    def entry(article_id, micros, payload=b"\x00sketch\x00", earlier=False):
+        return BucketEntry(Member(article_id, (micros, micros + 5, article_id)), "zh-Hant",
+                           payload, earlier)
+    entries = [entry("a", 10), entry("b\x00é", -20, b"", True),
+               entry("c" * 70_000, 30_000_000_000_000)]
+    packed = [pack_entry(e) for e in entries]
+    assert [unpack_entry(p) for p in packed] == entries
+    assert [packed_event_micros(p) for p in packed] == [10, -20, 30_000_000_000_000]
+    assert len(packed[0]) == 22 + len("zh-Hant") + len("a") + len(b"\x00sketch\x00")
+    with pytest.raises(ValueError, match="ends with its article's id"):
+        pack_entry(BucketEntry(Member("a", (1, 2, "b")), "en"))

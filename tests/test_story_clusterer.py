@@ -12,8 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from connectors.records import new_article
 from pipeline.steps.find_duplicates import FindDuplicates, at_event_time
-from pipeline.logic.stories import BucketEntry, Member
-from pipeline.steps.story_clusterer import METRICS, entries_in_bucket, packed_entry, packed_time
+from pipeline.steps.story_clusterer import METRICS
 from tests.conftest import SEEDS
 
 T0 = datetime(2025, 8, 1, tzinfo=timezone.utc)
@@ -86,15 +85,3 @@ def test_a_batch_run_assigns_the_same_stories_whatever_the_order(shuffled):
         out = (pipeline | beam.Create(articles) | beam.Map(at_event_time)
                | FindDuplicates(bounded=True))["articles"]
         assert_that(story_fields(out), equal_to(EXPECTED))
-
-
-def test_a_shard_finds_a_bucket_and_an_expiry_time_in_its_packed_entries():
-    def entry(article_id, micros):
-        return BucketEntry(Member(article_id, (micros, article_id)), "en", b"\x00sketch\x00")
-    packed = [packed_entry("near:en:7:ab", entry("a", 10)),
-              packed_entry("near:en:7:abc", entry("b", 20)),  # its key starts with the first's
-              packed_entry("near:en:7:ab", entry("c", 30_000_000_000_000))]
-    assert [e.member.article_id for e in entries_in_bucket(packed, "near:en:7:ab")] == ["a", "c"]
-    assert entries_in_bucket(packed, "near:en:7:abc") == [entry("b", 20)]
-    assert entries_in_bucket(packed, "near:en:7") == []
-    assert [packed_time(p) for p in packed] == [10, 20, 30_000_000_000_000]

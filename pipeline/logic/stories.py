@@ -15,6 +15,7 @@ an earlier one is a duplicate of the earlier article it matches best.
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 import heapq
+import struct
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -96,6 +97,38 @@ class BucketEntry:
     lang: str
     payload: bytes = b""
     from_earlier_run: bool = False
+
+
+# A packed bucket entry's head: event and ingestion microseconds, from_earlier_run,
+# and the byte lengths of its language and article id, which follow, then the payload.
+_PACKED_HEAD = struct.Struct("<qq?BI")
+
+
+def pack_entry(entry: BucketEntry) -> bytes:
+    """``entry`` as 22 bytes plus its language, id and payload (a pickle is some 250 bytes
+    more): what a shard of the bucket index holds of each of its entries. The entry's
+    order must be ``order_key``'s, whose last part is the article id."""
+    micros, ingested, article_id = entry.member.order
+    if article_id != entry.member.article_id:
+        raise ValueError(f"an order key ends with its article's id: {entry.member}")
+    lang, ident = entry.lang.encode(), article_id.encode()
+    return (_PACKED_HEAD.pack(micros, ingested, entry.from_earlier_run, len(lang), len(ident))
+            + lang + ident + entry.payload)
+
+
+def unpack_entry(packed: bytes) -> BucketEntry:
+    """The ``BucketEntry`` that ``pack_entry`` packed."""
+    micros, ingested, earlier, lang_size, id_size = _PACKED_HEAD.unpack_from(packed)
+    start = _PACKED_HEAD.size
+    lang = packed[start:start + lang_size].decode()
+    article_id = packed[start + lang_size:start + lang_size + id_size].decode()
+    return BucketEntry(Member(article_id, (micros, ingested, article_id)), lang,
+                       packed[start + lang_size + id_size:], earlier)
+
+
+def packed_event_micros(packed: bytes) -> int:
+    """A packed entry's event time (microseconds), without unpacking the rest."""
+    return _PACKED_HEAD.unpack_from(packed)[0]
 
 
 def later_earlier(a: Member, b: Member) -> Tuple[Member, Member]:

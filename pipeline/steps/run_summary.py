@@ -15,11 +15,14 @@ from typing import Any, Dict, Iterable, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import monitoring_infos
 
 from connectors.parquet_sink import SinkResult, temporary_dir
 from pipeline.logic import progress
 
 Event = Tuple[str, str]  # (counter group, key), e.g. ("lang", "bn")
+# The runner's measure of the time a transform spent in its own code (its state sampler's).
+EXECUTION_TIME = "beam:metric:ptransform_execution_time:total_msecs:v1"
 
 
 def article_events(article) -> Iterable[Event]:
@@ -124,7 +127,7 @@ class WriteRunSummary(beam.PTransform):
                                 "letters: %d unaccounted", run_id, summary["read"],
                                 summary["articles"], summary["dead_letters"],
                                 summary["unaccounted"])
-            path = FileSystems.join(output, "_runs", f"{run_id}.json")
+            path = summary_path(output, run_id)
             with FileSystems.create(path) as stream:
                 stream.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
             temp = temporary_dir(output, run_id)
@@ -139,6 +142,42 @@ class WriteRunSummary(beam.PTransform):
                 | "Write" >> beam.FlatMap(write))
 
 
+def summary_path(output: str, run_id: str) -> str:
+    return FileSystems.join(output, "_runs", f"{run_id}.json")
+
+
 def read_summary(output: str, run_id: str) -> Dict[str, Any]:
-    with FileSystems.open(FileSystems.join(output, "_runs", f"{run_id}.json")) as stream:
+    with FileSystems.open(summary_path(output, run_id)) as stream:
         return json.loads(stream.read().decode("utf-8"))
+
+
+def step_seconds(result: beam.runners.runner.PipelineResult) -> Dict[str, float]:
+    """Seconds each top-level step of a finished pipeline spent in its own code (composite
+    steps with all their parts), from the runner's execution-time metrics; empty when the
+    runner reports none (the in-process FnApiRunner does; a job service may not)."""
+    infos = getattr(result, "monitoring_infos", None)
+    seconds: Dict[str, float] = {}
+    for info in infos() if infos is not None else ():
+        step = info.labels.get("PTRANSFORM", "").split("/", 1)[0]
+        if info.urn == EXECUTION_TIME and step and not step.startswith("ref_"):
+            # ref_...: the runner's own reads and writes between fused stages.
+            seconds[step] = seconds.get(step, 0.0) + monitoring_infos.extract_counter_value(
+                info) / 1000
+    return seconds
+
+
+def step_rates(seconds: Dict[str, float], articles: int) -> Dict[str, Dict[str, float]]:
+    """Each step's seconds and the run's articles per second of it (steps that took
+    under a millisecond left out)."""
+    rounded = {step: round(s, 3) for step, s in sorted(seconds.items())}
+    return {step: {"seconds": s, "articles_per_second": round(articles / s, 2)}
+            for step, s in rounded.items() if s > 0}
+
+
+def add_step_times(output: str, run_id: str, seconds: Dict[str, float]) -> Dict[str, Any]:
+    """The run's summary with ``steps`` (``step_rates``) added, written back; returned."""
+    summary = read_summary(output, run_id)
+    summary["steps"] = step_rates(seconds, summary["articles"])
+    with FileSystems.create(summary_path(output, run_id)) as stream:
+        stream.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
+    return summary

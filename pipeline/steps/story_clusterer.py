@@ -12,8 +12,8 @@ Each step is a stateful DoFn (``pipeline.logic.stories`` holds the logic):
   or a float16 vector) under a shard of the bucket keys, and compares a
   newcomer with the ``max_partners`` entries nearest to it in time.
 * ``VerifyPairs`` joins a pair with each side's features (shingles or
-  paragraph vectors), held under the article's id, and scores it; a pair met
-  in several buckets is scored once.
+  paragraph vectors), held under the article's id (grouped by it, in a batch),
+  and scores it; a pair met in several buckets is scored once.
 * ``AssignStories`` assigns articles in time order once the watermark has
   passed them (every ``assign_every`` of event time), so every assignment is
   final when emitted (see ``pipeline.logic.stories.assign_in_order``).
@@ -32,22 +32,21 @@ Articles must carry their event time as their Beam timestamp (``event_time``).
 """
 
 import math
-import pickle
 import zlib
 from functools import partial
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.coders import BytesCoder, PickleCoder, StrUtf8Coder
+from apache_beam.coders import PickleCoder, StrUtf8Coder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
 from common.event_timers import arm_at, arm_earliest
-from pipeline.logic.stories import (BucketEntry, Match, Member, assign_in_order, bucket_pairs,
-                              nearest_in_time)
+from pipeline.logic.stories import (Match, Member, assign_in_order, bucket_pairs, nearest_in_time,
+                                    packed_event_micros, unpack_entry)
 
 EXACT, NEAR, VECTOR = "exact", "near", "vec"
 # The keyed inputs of the stateful steps say their key's type, so that Beam
@@ -69,35 +68,23 @@ def _grid(micros: int, step: int) -> int:
     return int(math.ceil(micros / step)) * step
 
 
-def packed_entry(key: str, entry: BucketEntry) -> bytes:
-    """A bucket entry as a shard's state keeps it: ``key NUL event-micros NUL pickle``."""
-    return b"%s\0%d\0%s" % (key.encode(), entry.member.order[0], pickle.dumps(entry))
-
-
-def entries_in_bucket(packed: Iterable[bytes], key: str):
-    """The entries of bucket ``key`` among a shard's packed entries, unpickling only those."""
-    prefix = key.encode() + b"\0"
-    return [pickle.loads(p.split(b"\0", 2)[2]) for p in packed if p.startswith(prefix)]
-
-
-def packed_time(packed: bytes) -> int:
-    return int(packed.split(b"\0", 2)[1])
-
-
 class _IndexBucketsFn(beam.DoFn):
-    """Keyed by a shard of the bucket keys: its entries in a bag, so a newcomer is
-    appended, not rewritten with everything the shard holds.
+    """Keyed by a shard of the bucket keys: the shard's buckets as one dict of
+    bucket key to packed entries (``pipeline.logic.stories.pack_entry``).
 
-    The entries are packed as bytes with their bucket key and event time in
-    front: the SDK's state cache weighs each cached value object by object on
-    every write, so a bag of entry objects made every newcomer cost in
-    proportion to the whole shard. Packed, a bag weighs a few objects, and a
-    bucket's entries and an expiry are found without unpickling the rest: on
-    Prism with a 72-hour window of 1,200 articles the whole pipeline went 1.6
-    times as fast (``benchmarks/story_window_benchmark.py --test-stream``).
+    One value, not a bag of entries: a newcomer looks its bucket up instead of
+    scanning the shard's entries, and the value is rewritten once a bundle,
+    when the runner commits it (the SDK keeps the object and hands it back
+    within a bundle, so an element's write costs a copy of the dict, not of its
+    entries). The SDK's state
+    cache weighs a value object by object on every commit and every first
+    read of a key, so the entries are packed bytes, not objects.
+    Before, a shard kept a bag of pickled entries with their bucket key in
+    front, and a newcomer scanned it all: reading back a story window of
+    12,000 articles spent half its time there.
     """
 
-    ENTRIES = BagStateSpec("entries", BytesCoder())
+    BUCKETS = ReadModifyWriteStateSpec("buckets", PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
@@ -111,11 +98,16 @@ class _IndexBucketsFn(beam.DoFn):
         self.same_language_cosine = same_language_cosine
         self.bounded = bounded
 
-    def process(self, element, entries=beam.DoFn.StateParam(ENTRIES),
+    def process(self, element, buckets_state=beam.DoFn.StateParam(BUCKETS),
                 armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY)):
-        _, (key, entry) = element
+        _, (key, packed_entry) = element
+        entry = unpack_entry(packed_entry)
         kind = key.split(":", 1)[0]
-        stored = entries_in_bucket(entries.read(), key)
+        # A copy: the value read may be the SDK cache's own object, which must not
+        # change should the bundle fail and be retried.
+        buckets: Dict[str, List[bytes]] = dict(buckets_state.read() or {})
+        bucket = buckets.get(key, [])
+        stored = [unpack_entry(packed) for packed in bucket]
         if any(e.member.article_id == entry.member.article_id for e in stored):
             return []  # the same article again (a re-read): it was compared already
         if entry.from_earlier_run:
@@ -127,7 +119,8 @@ class _IndexBucketsFn(beam.DoFn):
         found = [beam.pvalue.TaggedOutput(EXACT if isinstance(f, Match) else kind, f)
                  for f in bucket_pairs(kind, entry, partners, self.min_estimate, self.min_cosine,
                                        self.same_language_cosine)]
-        entries.add(packed_entry(key, entry))
+        buckets[key] = bucket + [packed_entry]
+        buckets_state.write(buckets)
         if not self.bounded:
             arm_earliest(expiry, armed, self._expiry_due(entry.member.order[0]))
         return found
@@ -137,23 +130,30 @@ class _IndexBucketsFn(beam.DoFn):
         return _grid(micros + self.window, self.window // EXPIRY_STEPS)
 
     @on_timer(EXPIRY)
-    def expire(self, fired=beam.DoFn.TimestampParam, entries=beam.DoFn.StateParam(ENTRIES),
+    def expire(self, fired=beam.DoFn.TimestampParam,
+               buckets_state=beam.DoFn.StateParam(BUCKETS),
                armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY)):
         cutoff = fired.micros - self.window
-        before = [(packed_time(p), p) for p in entries.read()]
-        kept = [(micros, p) for micros, p in before if micros > cutoff]
-        self.expired.inc(len(before) - len(kept))
+        buckets = buckets_state.read() or {}
+        kept, dropped, earliest = {}, 0, None
+        for key, bucket in buckets.items():
+            fresh = [packed for packed in bucket if packed_event_micros(packed) > cutoff]
+            dropped += len(bucket) - len(fresh)
+            if fresh:
+                kept[key] = fresh
+                first = min(packed_event_micros(packed) for packed in fresh)
+                earliest = first if earliest is None else min(earliest, first)
+        self.expired.inc(dropped)
         armed.clear()
-        if len(kept) < len(before):
-            entries.clear()
-            for _, packed in kept:
-                entries.add(packed)
-        if kept:
-            arm_earliest(expiry, armed, self._expiry_due(min(micros for micros, _ in kept)))
+        if dropped:
+            buckets_state.write(kept)
+        if earliest is not None:
+            arm_earliest(expiry, armed, self._expiry_due(earliest))
 
 
 class IndexBuckets(beam.PTransform):
-    """``(bucket key, BucketEntry)`` in; out: ``exact`` Matches, and ``near`` and ``vec``
+    """``(bucket key, packed BucketEntry)`` in (``pipeline.logic.stories.pack_entry``); out:
+    ``exact`` Matches, and ``near`` and ``vec``
     (later, earlier) Member pairs to verify. Keys start with their kind (``exact:``,
     ``near:``, ``vec:``).
 
@@ -163,9 +163,8 @@ class IndexBuckets(beam.PTransform):
     DirectRunner and Prism keep an entry for every key they have seen, so a
     stream's key space must be bounded for its memory to be). A shard's state,
     read on every newcomer, stays in the SDK worker's state cache on runners
-    that allow it (Flink, Dataflow). A newcomer reads its whole shard, so the
-    shards are many: with 256, a one-pass batch of 8,000 articles (24-hour
-    window, 7 s apart) took 379 s, most of it scanning shards; with 4,096, 187 s.
+    that allow it (Flink, Dataflow). The shards are many, so that each holds a
+    small dict, which a stream rewrites at each bundle that adds to it.
     """
 
     def __init__(self, story_window: int, max_partners: int, min_estimate: float,
@@ -187,7 +186,8 @@ class IndexBuckets(beam.PTransform):
 
 
 class _AttachFeaturesFn(beam.DoFn):
-    """Keyed by article id: holds its features, and hands them to each pair that asks."""
+    """Keyed by article id: holds its features, and hands them to each pair that asks
+    (a stream's join; a batch's groups, in ``VerifyPairs``)."""
 
     # The features in a bag, and the waiting pairs cleared only when there were
     # some: each state write costs a weighing in the SDK's state cache (a few ms,
@@ -202,12 +202,11 @@ class _AttachFeaturesFn(beam.DoFn):
     ASKED = BagStateSpec("asked", StrUtf8Coder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, attach: Callable, once_per_partner: bool, window: int, bounded: bool):
+    def __init__(self, attach: Callable, once_per_partner: bool, window: int):
         self.expired = Metrics.counter(METRICS, "expired_features")
         self.attach = attach
         self.once_per_partner = once_per_partner
         self.window = window
-        self.bounded = bounded
 
     def process(self, element, features_state=beam.DoFn.StateParam(FEATURES),
                 waiting=beam.DoFn.StateParam(WAITING), asked=beam.DoFn.StateParam(ASKED),
@@ -220,8 +219,7 @@ class _AttachFeaturesFn(beam.DoFn):
                 yield from self.attach(request, value)
             if requests:
                 waiting.clear()
-            if not self.bounded:
-                expiry.set(Timestamp(micros=value.member.order[0] + self.window))
+            expiry.set(Timestamp(micros=value.member.order[0] + self.window))
         elif self._first_time(value, asked):
             features = list(features_state.read())
             if not features:
@@ -279,6 +277,8 @@ class VerifyPairs(beam.PTransform):
         self.bounded = bounded
 
     def expand(self, pairs):
+        if self.bounded:
+            return self._grouped(pairs)
         tagged_features = self.features | "TagFeatures" >> beam.Map(
             lambda kv: (kv[0], ("features", kv[1]))).with_output_types(StrKeyed)
         by_earlier = (
@@ -287,12 +287,47 @@ class VerifyPairs(beam.PTransform):
                  lambda p: (p[1].article_id, ("pair", p))).with_output_types(StrKeyed))
             | "JoinEarlier" >> beam.Flatten()
             | "AttachEarlier" >> beam.ParDo(_AttachFeaturesFn(
-                _with_earlier_features, True, self.window, self.bounded))
+                _with_earlier_features, True, self.window))
             .with_output_types(StrKeyed))
         return ((tagged_features, by_earlier)
                 | "JoinLater" >> beam.Flatten()
                 | "Score" >> beam.ParDo(_AttachFeaturesFn(
-                    partial(_scored, self.score), False, self.window, self.bounded)))
+                    partial(_scored, self.score), False, self.window)))
+
+    def _grouped(self, pairs):
+        """A bounded input's join, by grouping: its groups are complete, and it needs no
+        state. Keyed state cost each article's key a first read, which the SDK's state
+        cache weighs for a few ms whatever the value: the two stateful joins were a
+        quarter of the time of reading back a story window."""
+        score = self.score
+        # Typed as keyed by str, so that the grouping encodes the keys deterministically.
+        features = self.features | "KeyFeatures" >> beam.Map(lambda kv: kv).with_output_types(
+            StrKeyed)
+
+        def with_earlier_features(grouped):
+            _, parts = grouped
+            found = list(parts["features"])
+            partners = set()
+            for later, earlier in parts["pairs"] if found else ():
+                if later.article_id not in partners:  # met in another bucket too
+                    partners.add(later.article_id)
+                    yield from _with_earlier_features((later, earlier), found[-1])
+
+        def scored(grouped):
+            _, parts = grouped
+            found = list(parts["features"])
+            for _, request in parts["pairs"] if found else ():  # ("pair", request)
+                yield from _scored(score, request, found[-1])
+
+        by_earlier = (
+            {"features": features,
+             "pairs": pairs | "KeyByEarlier" >> beam.Map(
+                 lambda p: (p[1].article_id, p)).with_output_types(StrKeyed)}
+            | "GroupEarlier" >> beam.CoGroupByKey()
+            | "AttachEarlier" >> beam.FlatMap(with_earlier_features).with_output_types(StrKeyed))
+        return ({"features": features, "pairs": by_earlier}
+                | "GroupLater" >> beam.CoGroupByKey()
+                | "Score" >> beam.FlatMap(scored))
 
 
 class _AssignStoriesFn(beam.DoFn):
@@ -475,13 +510,23 @@ class StoryClusterer(beam.PTransform):
 class JoinById(beam.PTransform):
     """``{name: (article_id, value) PCollection}`` in; ``merge({name: value})`` out per id,
     as soon as every part of that id has arrived (keyed state, so it works on a
-    stream too). Each id must come exactly once in every part."""
+    stream too; with ``bounded``, a batch's, grouped by id instead, which holds
+    each part once and costs no state reads). Each id must come exactly once in
+    every part."""
 
-    def __init__(self, merge: Callable[[Dict[str, object]], object]):
+    def __init__(self, merge: Callable[[Dict[str, object]], object], bounded: bool = False):
         super().__init__()
         self.merge = merge
+        self.bounded = bounded
 
     def expand(self, parts):
+        if self.bounded:
+            merge = self.merge
+            return ({name: part | f"Key_{name}" >> beam.Map(lambda kv: kv).with_output_types(
+                        StrKeyed) for name, part in parts.items()}
+                    | "Group" >> beam.CoGroupByKey()
+                    | "Merge" >> beam.Map(lambda grouped: merge(
+                        {name: values[0] for name, values in grouped[1].items()})))
         names = sorted(parts)
         tagged = [parts[name] | f"Tag_{name}" >> beam.Map(
                       lambda kv, n=name: (kv[0], (n, kv[1]))).with_output_types(StrKeyed)

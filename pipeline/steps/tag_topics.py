@@ -72,11 +72,14 @@ class TagTopics(beam.PTransform):
         taxonomy: a shipped taxonomy's name (``iptc``, ``sib200``) or a file.
         embedder: the embedder ``vectors`` came from (its examples are embedded alike).
         min_score, max_topics: override the taxonomy's cut.
+        bounded: the input ends (a batch run): the topics are joined by grouping.
     """
 
     def __init__(self, vectors, taxonomy: str = DEFAULT_TAXONOMY, embedder: str = "onnx-e5",
-                 min_score: Optional[float] = None, max_topics: Optional[int] = None):
+                 min_score: Optional[float] = None, max_topics: Optional[int] = None,
+                 bounded: bool = False):
         super().__init__()
+        self.bounded = bounded
         loaded = load_taxonomy(taxonomy)  # checks the file now, not on a worker
         if min_score is not None and not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
@@ -91,5 +94,6 @@ class TagTopics(beam.PTransform):
         return ({"article": articles | "KeyById" >> beam.Map(lambda a: (a["article_id"], a)),
                  "topics": self.vectors | "Tag" >> beam.ParDo(self.tag)}
                 | "SetTopics" >> JoinById(lambda parts: {**parts["article"],
-                                                         "topics": parts["topics"]}))
+                                                         "topics": parts["topics"]},
+                                          self.bounded))
 
