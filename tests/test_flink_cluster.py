@@ -91,7 +91,7 @@ def test_a_checkpointed_stream_on_two_taskmanagers_survives_one_killed_writing_e
                 "exceptionHistory"]["entries"]
             assert rest(flink_cluster, f"/jobs/{job['jid']}")["state"] == "RUNNING"
         finally:
-            result.cancel()
+            cancel_jobs(flink_cluster, result)
     ids = [a["article_id"] for a in dataset_rows(out / "articles")]
     assert len(ids) == len(set(ids)) == sent == 304
 
@@ -123,8 +123,22 @@ def cluster_job(cluster, kafka_broker, topic, out, *extra):
             assert wait_for(lambda: running_job(cluster), timeout=300)
             yield running_job(cluster)
         finally:
-            if not PipelineState.is_terminal(result.state):
-                result.cancel()
+            cancel_jobs(cluster, result)
+
+
+def cancel_jobs(cluster, result):
+    """Cancels ``result``'s job and, through Flink's REST API, every job still on the
+    cluster, and waits until none runs: Beam's cancel may not reach a job that has
+    failed over, which would keep its slots from the next test's job."""
+    if not PipelineState.is_terminal(result.state):
+        result.cancel()
+    for job in rest(cluster, "/jobs/overview")["jobs"]:
+        if job["state"] not in ("FINISHED", "CANCELED", "FAILED"):
+            request = urllib.request.Request(
+                f"http://{cluster.rest_address}/jobs/{job['jid']}?mode=cancel", method="PATCH")
+            urllib.request.urlopen(request, timeout=10).close()
+    assert wait_for(lambda: all(j["state"] in ("FINISHED", "CANCELED", "FAILED")
+                                for j in rest(cluster, "/jobs/overview")["jobs"]), timeout=120)
 
 
 def fault_feed(kafka_broker, sib200, topic, tmp_path):
