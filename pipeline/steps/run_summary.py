@@ -127,9 +127,7 @@ class WriteRunSummary(beam.PTransform):
                                 "letters: %d unaccounted", run_id, summary["read"],
                                 summary["articles"], summary["dead_letters"],
                                 summary["unaccounted"])
-            path = summary_path(output, run_id)
-            with FileSystems.create(path) as stream:
-                stream.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
+            path = write_summary(output, run_id, summary)
             temp = temporary_dir(output, run_id)
             if FileSystems.exists(temp):
                 FileSystems.delete([temp])
@@ -144,6 +142,14 @@ class WriteRunSummary(beam.PTransform):
 
 def summary_path(output: str, run_id: str) -> str:
     return FileSystems.join(output, "_runs", f"{run_id}.json")
+
+
+def write_summary(output: str, run_id: str, summary: Dict[str, Any]) -> str:
+    """Writes ``summary`` as ``_runs/RUN_ID.json`` in ``output``; returns its path."""
+    path = summary_path(output, run_id)
+    with FileSystems.create(path) as stream:
+        stream.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
+    return path
 
 
 def read_summary(output: str, run_id: str) -> Dict[str, Any]:
@@ -178,6 +184,5 @@ def add_step_times(output: str, run_id: str, seconds: Dict[str, float]) -> Dict[
     """The run's summary with ``steps`` (``step_rates``) added, written back; returned."""
     summary = read_summary(output, run_id)
     summary["steps"] = step_rates(seconds, summary["articles"])
-    with FileSystems.create(summary_path(output, run_id)) as stream:
-        stream.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
+    write_summary(output, run_id, summary)
     return summary
