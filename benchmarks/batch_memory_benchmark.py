@@ -11,11 +11,14 @@ that its peak resident memory (``ru_maxrss``) is its own, with
 ``--embedder none`` unless told otherwise and the other options as given
 after ``--``. It prints, per size: the slices the run was cut into, seconds,
 articles/s, peak MiB, and the peak's ratio to the first size's, all measured
-in the same run.
+in the same run; then each size's peak after each of its slices, with the
+number of articles read by then.
 """
 
 import argparse
 import json
+import logging
+import math
 import os
 import resource
 import subprocess
@@ -45,15 +48,47 @@ def generate_in_time(sib200: Path, n: int, lapse: float, path: Path) -> None:
     plain.unlink()
 
 
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class SlicePeaks(logging.Handler):
+    """The peak RSS so far as each slice of a run starts (so after the slices before
+    it), with the event time the previous slice ended at, from ``run``'s slice log."""
+
+    def __init__(self):
+        super().__init__()
+        self.peaks = []  # [(end of the slices so far, ISO, or None; peak MiB)]
+        self.end = None
+
+    def emit(self, record):
+        if record.msg.startswith("slice %d of %d"):
+            if record.args[0] > 1:
+                self.peaks.append((self.end, peak_mib()))
+            self.end = str(record.args[4])
+
+
 def measure(argv) -> dict:
-    """Runs newsloom in this (child) process; its summary's figures and the peak RSS."""
+    """Runs newsloom in this (child) process; its summary's figures, the peak RSS, and
+    the peak after each slice."""
     from pipeline.graph import run
+    slices = SlicePeaks()
+    logging.getLogger("pipeline.graph").addHandler(slices)
+    logging.getLogger("pipeline.graph").setLevel(logging.INFO)
     started = time.perf_counter()
     summary = run(argv)
     return {"articles": summary["articles"], "unaccounted": summary["unaccounted"],
             "slices": len(summary.get("slices", [summary["run_id"]])),
             "seconds": time.perf_counter() - started,
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_mib": peak_mib(), "slice_peaks": slices.peaks + [(None, peak_mib())]}
+
+
+def articles_before(end, lapse: float, n: int) -> int:
+    """How many of ``n`` articles ``lapse`` seconds apart from START are before ``end``."""
+    if end in (None, "the last"):
+        return n
+    seconds = (datetime.fromisoformat(end) - START).total_seconds()
+    return min(n, max(0, math.ceil(seconds / lapse)))
 
 
 def main() -> None:
@@ -101,6 +136,11 @@ def main() -> None:
         print(f"{r['n']:>9,}{r['slices']:>8}{r['seconds']:>9.0f}{r['articles'] / r['seconds']:>12.1f}"
               f"{r['peak_mib']:>10.0f}{r['peak_mib'] / results[0]['peak_mib']:>10.2f}"
               f"{r['load']:>6.1f}")
+    print("\npeak MiB after each slice (articles read by then):")
+    for r in results:
+        print(f"{r['n']:>9,}: " + ", ".join(
+            f"{peak:,.0f} ({articles_before(end, args.lapse, r['n']):,})"
+            for end, peak in r["slice_peaks"]))
 
 
 if __name__ == "__main__":
