@@ -37,63 +37,33 @@ def rest(cluster, path):
         return json.load(response)
 
 
-def test_a_checkpointed_stream_on_two_taskmanagers_survives_one_killed_writing_each_message_once(
+def test_a_checkpointed_stream_on_two_taskmanagers_survives_one_killed_as_a_batch_run_would(
         flink_cluster, kafka_broker, sib200, tmp_path):
     before = listening_on_every_interface()
-    topic = group = "cluster-stream"
-    kafka_broker.create_topic(topic, partitions=3)
-    first, second = tmp_path / "first", tmp_path / "second"
-    write_feed(first, synthetic_articles(sib200, range(150)))
-    for seed in SEEDS.glob("*.txt"):
-        (first / seed.name).write_bytes(seed.read_bytes())
-    write_feed(second, synthetic_articles(sib200, range(150, 300)))
-    out = tmp_path / "out"
-    argv = normalise_argv([
-        "--runner=FlinkRunner", f"--flink_master={flink_cluster.rest_address}", "--streaming",
-        "--parallelism=4", "--checkpointing_interval=5000",
-        "--environment_type=EXTERNAL", f"--environment_config={flink_cluster.worker_pool_address}",
-        f"--output={out}", f"--bootstrap-servers={kafka_broker.bootstrap_servers}",
-        f"--topic={topic}", f"--group_id={group}", "--start=earliest", "--stop=never",
-        "--window_seconds=15"])
-    with local_runner(argv) as runner_argv:
-        result = start_job(runner_argv)
-        try:
-            sent = replay(str(first), kafka_broker.bootstrap_servers, topic, partitions=3,
-                          timestamps="now", progress=False).sent
-            assert wait_for(lambda: len(dataset_rows(out / "articles")) > 0, timeout=300)
-            job, = (j for j in rest(flink_cluster, "/jobs/overview")["jobs"]
-                    if j["state"] == "RUNNING")
-            # The job's tasks run on both TaskManagers, its checkpoints go to disk.
-            hosts = {tm["taskmanager-id"] for vertex in rest(flink_cluster, f"/jobs/{job['jid']}")[
-                "vertices"] for tm in rest(flink_cluster, f"/jobs/{job['jid']}/vertices/"
-                                                          f"{vertex['id']}/taskmanagers")[
-                "taskmanagers"]}
-            assert hosts == {"tm0", "tm1"}
-            assert wait_for(lambda: any((flink_cluster.folder / "checkpoints").rglob("_metadata")),
-                            timeout=60)
-            assert listening_on_every_interface() - before == set()
-            # A TaskManager killed mid-stream; the job restarts from its last checkpoint.
-            flink_cluster.task_manager_processes[1].kill()  # SIGKILL
-            flink_cluster.task_manager_processes[1].wait()
-            flink_cluster.start_task_manager(1)
-            sent += replay(str(second), kafka_broker.bootstrap_servers, topic, partitions=3,
-                           timestamps="now", progress=False).sent
-
-            def all_written():
-                return len(dataset_rows(out / "articles")) >= sent
-
-            assert wait_for(all_written, timeout=400), (
-                f"{len(dataset_rows(out / 'articles'))} articles of {sent}")
-            assert wait_for(lambda: sum(o or 0 for o in committed(
-                kafka_broker, topic, group).values()) == sent, timeout=120)
-            # The job failed over (restarted from a checkpoint) and runs again.
-            assert rest(flink_cluster, f"/jobs/{job['jid']}/exceptions")[
-                "exceptionHistory"]["entries"]
-            assert rest(flink_cluster, f"/jobs/{job['jid']}")["state"] == "RUNNING"
-        finally:
-            cancel_jobs(flink_cluster, result)
-    ids = [a["article_id"] for a in dataset_rows(out / "articles")]
-    assert len(ids) == len(set(ids)) == sent == 304
+    topic, out = "cluster-stream", tmp_path / "out"
+    feed = fault_feed(kafka_broker, sib200, topic, tmp_path)
+    with cluster_job(flink_cluster, kafka_broker, topic, out, "--start=earliest") as jid:
+        publishing = Background(lambda: feed.publish(range(0, 1000), with_seeds=True,
+                                                     raw=BAD_MESSAGES))
+        # A checkpoint has completed (its offsets are committed), on disk.
+        assert wait_for(lambda: feed.committed_total() > 0, timeout=300)
+        assert any((flink_cluster.folder / "checkpoints" / jid).rglob("_metadata"))
+        # The job's tasks run on both TaskManagers; nothing listens beyond 127.0.0.1.
+        hosts = {tm["taskmanager-id"] for vertex in rest(flink_cluster, f"/jobs/{jid}")["vertices"]
+                 for tm in rest(flink_cluster, f"/jobs/{jid}/vertices/{vertex['id']}"
+                                               f"/taskmanagers")["taskmanagers"]}
+        assert hosts == {"tm0", "tm1"}
+        assert listening_on_every_interface() - before == set()
+        # A TaskManager killed mid-stream; the job restarts from its last checkpoint.
+        flink_cluster.task_manager_processes[1].kill()  # SIGKILL
+        flink_cluster.task_manager_processes[1].wait()
+        flink_cluster.start_task_manager(1)
+        publishing.result()
+        feed.publish(range(1000, 2000))
+        each_message_written_once_and_committed(out, feed)
+        assert checkpoint_counts(flink_cluster, jid)["restored"] > 0
+        assert rest(flink_cluster, f"/jobs/{jid}")["state"] == "RUNNING"
+    stories_as_a_batch_run(kafka_broker, topic, out, tmp_path / "batch")
 
 
 # The faults' stream: 3 partitions, 15 s windows, checkpoints every 5 s, the hashing
@@ -190,6 +160,10 @@ class Feed:
             producer.close()
             self.sent += list(raw)
 
+    def committed_total(self):
+        """The offsets the stream's group (named as the topic) has committed, added up."""
+        return sum(o or 0 for o in committed(self.broker, self.topic, self.topic).values())
+
 
 def each_message_once(out, feed):
     """Every message published is one article or dead-letter row by now, none twice."""
@@ -237,23 +211,31 @@ def stories(out):
             for a in articles}
 
 
+def stories_as_a_batch_run(kafka_broker, topic, out, batch):
+    """The stream's output ``out`` has the stories (members and ``duplicate_of`` of
+    every article) of one bounded batch run over the same topic, written to ``batch``."""
+    run(["--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic", topic,
+         "--start", "earliest", "--stop", "end", "--output", str(batch), "--embedder", "none"])
+    streamed, batched = stories(out), stories(batch)
+    assert batched.keys() == streamed.keys()
+    differ = sorted(i for i in streamed if batched[i] != streamed[i])
+    assert not differ, (len(differ), [(i, streamed[i], batched[i]) for i in differ[:3]])
+
+
 def test_a_stream_on_the_cluster_survives_a_killed_python_worker_and_a_savepoint_as_a_batch_run_would(
         flink_cluster, kafka_broker, sib200, tmp_path):
     topic, out = "cluster-faults", tmp_path / "out"
     feed = fault_feed(kafka_broker, sib200, topic, tmp_path)
-
-    def committed_total():
-        return sum(o or 0 for o in committed(kafka_broker, topic, topic).values())
-
+    earlier_workers = set(flink_cluster.python_workers())  # an earlier job's, not yet ended
     with cluster_job(flink_cluster, kafka_broker, topic, out, "--start=earliest") as jid:
         # 1. A Python SDK worker killed with SIGKILL once a checkpoint has committed
         # some of the articles streaming in; more arrive while the job recovers.
         publishing = Background(lambda: feed.publish(range(0, 400), with_seeds=True,
                                                      raw=BAD_MESSAGES))
-        assert wait_for(lambda: committed_total() > 0, timeout=300)
+        assert wait_for(lambda: feed.committed_total() > 0, timeout=300)
         assert checkpoint_counts(flink_cluster, jid)["restored"] == 0
-        workers = flink_cluster.python_workers()
-        assert workers, "no Python SDK worker process"
+        workers = sorted(set(flink_cluster.python_workers()) - earlier_workers)
+        assert workers, "no Python SDK worker process of this job"
         os.kill(workers[0], signal.SIGKILL)
         publishing.result()
         feed.publish(range(400, 800))
@@ -288,13 +270,7 @@ def test_a_stream_on_the_cluster_survives_a_killed_python_worker_and_a_savepoint
         copies = {i for i in before_savepoint if texts.get(i) == texts[f"syn-{n}"]}
         assert duplicate_of in copies and copies <= story, (n, duplicate_of, copies, story)
     # 3. The same messages in one bounded batch run: the same stories.
-    batch = tmp_path / "batch"
-    run(["--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic", topic,
-         "--start", "earliest", "--stop", "end", "--output", str(batch), "--embedder", "none"])
-    batched = stories(batch)
-    assert batched.keys() == streamed.keys()
-    differ = sorted(i for i in streamed if batched[i] != streamed[i])
-    assert not differ, (len(differ), [(i, streamed[i], batched[i]) for i in differ[:3]])
+    stories_as_a_batch_run(kafka_broker, topic, out, tmp_path / "batch")
 
 
 def test_a_stream_on_the_cluster_waits_for_a_restarted_broker_and_commits_to_the_end(
@@ -315,3 +291,4 @@ def test_a_stream_on_the_cluster_waits_for_a_restarted_broker_and_commits_to_the
         each_message_written_once_and_committed(out, feed, commit_seconds=300)
         assert checkpoint_counts(flink_cluster, jid)["restored"] == restored
         assert rest(flink_cluster, f"/jobs/{jid}")["state"] == "RUNNING"
+    stories_as_a_batch_run(kafka_broker, topic, out, tmp_path / "batch")
