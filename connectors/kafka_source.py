@@ -19,7 +19,12 @@ How it reads:
    advances with the clock (less ``idle_slack_seconds``) so that an idle
    partition does not hold windows open.
 3. ``ParseMessages`` turns each message into an article, or a dead-letter row
-   naming its topic, partition and offset.
+   naming its topic, partition and offset (``parse_message``).
+
+A bounded read in event-time slices (``pipeline.graph.batch_slices``) is planned
+once instead: ``read_event_times`` plans it, reads the ranges with a plain
+consumer for the articles' event times, and pins the offsets it covered, which
+every slice's read is given in place of ``PlanTopic``.
 
 Start positions: ``committed`` (the consumer group's offsets, else the
 earliest), ``earliest``, ``latest``, or a time (ISO 8601 or epoch
@@ -33,7 +38,8 @@ was read, so the read is at-least-once; the article sink skips ids already in
 the dataset, so the dataset is effectively once. A bounded read commits with
 ``CommitOffsets`` after the rows have reached the Parquet files. An unbounded
 read with a group commits as the runner finalizes its bundles (see
-``KafkaSpec.commit_on_finalize``).
+``KafkaSpec.commit_on_finalize``). A sliced read commits its pinned stops once
+the last slice has written (``commit_read``).
 
 Planning, reading and committing each wait out a broker outage of up to
 ``KafkaSpec.wait_seconds`` (``wait_for_broker``), then fail with
