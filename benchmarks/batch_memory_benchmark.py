@@ -1,7 +1,7 @@
 """Peak memory of a batch run against its size: bounded by the story window, not the input.
 
     python benchmarks/batch_memory_benchmark.py --articles 25000 50000 --story-window-hours 24
-    python benchmarks/batch_memory_benchmark.py --kafka --one-pass --articles 2000 4000
+    python benchmarks/batch_memory_benchmark.py --kafka --one-pass --articles 5000 10000 --lapse 60
 
 Generates synthetic articles as ``pipeline_benchmark`` does (3-8 SIB-200 train
 sentences each in one of its 190 languages, about 1.1 KB; 5% exact and 5%
