@@ -19,7 +19,12 @@ How it reads:
    advances with the clock (less ``idle_slack_seconds``) so that an idle
    partition does not hold windows open.
 3. ``ParseMessages`` turns each message into an article, or a dead-letter row
-   naming its topic, partition and offset.
+   naming its topic, partition and offset (``parse_message``).
+
+A bounded read in event-time slices (``pipeline.graph.batch_slices``) is planned
+once instead: ``read_event_times`` plans it, reads the ranges with a plain
+consumer for the articles' event times, and pins the offsets it covered, which
+every slice's read is given in place of ``PlanTopic``.
 
 Start positions: ``committed`` (the consumer group's offsets, else the
 earliest), ``earliest``, ``latest``, or a time (ISO 8601 or epoch
@@ -33,7 +38,8 @@ was read, so the read is at-least-once; the article sink skips ids already in
 the dataset, so the dataset is effectively once. A bounded read commits with
 ``CommitOffsets`` after the rows have reached the Parquet files. An unbounded
 read with a group commits as the runner finalizes its bundles (see
-``KafkaSpec.commit_on_finalize``).
+``KafkaSpec.commit_on_finalize``). A sliced read commits its pinned stops once
+the last slice has written (``commit_read``).
 
 Planning, reading and committing each wait out a broker outage of up to
 ``KafkaSpec.wait_seconds`` (``wait_for_broker``), then fail with
@@ -46,15 +52,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional, Tuple, TypeVar
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple,
+                    TypeVar)
 
 import apache_beam as beam
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker, WatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from connectors.file_source import ARTICLE, DEAD_LETTER, WHOLE, EventSlice
 from connectors.records import (READ_COUNT_OUTPUT, RejectedRecord, article_from_json_bytes,
                                 check_size)
+from schemas.article import event_time
 from schemas.dead_letter import DEAD_LETTER_OUTPUT, make_dead_letter
 
 log = logging.getLogger(__name__)
@@ -292,27 +301,89 @@ class TopicRead:
     deadline: Optional[float] = None  # epoch seconds
 
 
+def plan_topic(spec: KafkaSpec) -> TopicRead:
+    """The read of ``spec.topic`` as one element (``plan_partitions`` now), waiting out
+    a broker outage."""
+    def plan():
+        consumer = spec.consumer(group_id=spec.group_id)
+        try:
+            return list(plan_partitions(spec, consumer, time.time()))
+        finally:
+            consumer.close()
+
+    partitions = wait_for_broker(spec, f"planning the read of topic {spec.topic}", plan)
+    log.info("reading Kafka topic %s at %s: %s", spec.topic, spec.bootstrap_servers,
+             ", ".join(f"partition {r.partition} offsets {r.start}.."
+                       f"{'' if r.stop == NO_END else r.stop}" for r in partitions))
+    return TopicRead(spec.topic,
+                     tuple(PartitionRange(r.partition, r.start, r.stop) for r in partitions),
+                     deadline=partitions[0].deadline)
+
+
+def read_topic_plainly(spec: KafkaSpec, planned: TopicRead,
+                       reached: Dict[int, int]) -> Iterator[KafkaMessage]:
+    """The messages of ``planned``'s ranges, with one consumer outside Beam, until every
+    range is read to its stop or the deadline has passed. ``reached`` gets each partition's
+    next offset as it goes: where the read ended, once it has."""
+    from kafka import TopicPartition
+    unfinished = {r.partition: r.stop for r in planned.ranges if r.start < r.stop}
+    reached.update({r.partition: r.start for r in planned.ranges})
+    tps = {p: TopicPartition(planned.topic, p) for p in unfinished}
+    if not unfinished:
+        return
+    consumer = wait_for_broker(spec, "connecting the reader",
+                               lambda: spec.consumer(group_id=None))
+    doing = f"reading topic {planned.topic}"
+    try:
+        consumer.assign(list(tps.values()))
+        for r in planned.ranges:
+            if r.partition in tps:
+                consumer.seek(tps[r.partition], r.start)
+
+        def finish(partition):
+            reached[partition] = unfinished.pop(partition)
+            consumer.pause(tps[partition])
+
+        while unfinished:
+            if planned.deadline is not None and time.time() >= planned.deadline:
+                return
+            records = wait_for_broker(spec, doing, lambda: consumer.poll(
+                timeout_ms=spec.poll_timeout_ms, max_records=500))
+            if not records:
+                # A poll just comes back empty in an outage: asking for the end offsets
+                # is how it is noticed, and waited out.
+                wait_for_broker(spec, doing, lambda: consumer.end_offsets(
+                    [tps[p] for p in unfinished], timeout_ms=ATTEMPT_MS))
+                positions = wait_for_broker(spec, doing, lambda: {
+                    p: consumer.position(tps[p]) for p in unfinished})
+                for p, position in positions.items():
+                    if position is not None and position >= unfinished[p]:
+                        finish(p)
+                continue
+            for tp, batch in records.items():
+                for message in batch if tp.partition in unfinished else ():
+                    if message.offset >= unfinished[tp.partition]:
+                        finish(tp.partition)
+                        break
+                    reached[tp.partition] = message.offset + 1
+                    yield KafkaMessage(message.topic, message.partition, message.offset,
+                                       message.timestamp, message.key, message.value)
+    finally:
+        consumer.close()
+
+
+def commit_read(spec: KafkaSpec, read: TopicRead) -> None:
+    """Commits, to ``spec.group_id``, the stop of every range of ``read`` that held any
+    offsets: what ``CommitOffsets`` commits once a read's rows are written."""
+    _commit(spec, {r.partition: r.stop for r in read.ranges if r.start < r.stop})
+
+
 class _PlanTopicFn(beam.DoFn):
     def __init__(self, spec: KafkaSpec):
         self.spec = spec
 
     def process(self, _):
-        plan = wait_for_broker(self.spec, f"planning the read of topic {self.spec.topic}",
-                               self._plan)
-        log.info("reading Kafka topic %s at %s: %s", self.spec.topic,
-                 self.spec.bootstrap_servers,
-                 ", ".join(f"partition {r.partition} offsets {r.start}.."
-                           f"{'' if r.stop == NO_END else r.stop}" for r in plan))
-        yield TopicRead(self.spec.topic,
-                        tuple(PartitionRange(r.partition, r.start, r.stop) for r in plan),
-                        deadline=plan[0].deadline)
-
-    def _plan(self):
-        consumer = self.spec.consumer(group_id=self.spec.group_id)
-        try:
-            return list(plan_partitions(self.spec, consumer, time.time()))
-        finally:
-            consumer.close()
+        yield plan_topic(self.spec)
 
 
 class TopicRangesTracker(RestrictionTracker):
@@ -616,51 +687,83 @@ def _commit(spec: KafkaSpec, next_offsets: Dict[int, int]) -> None:
                           f"{spec.topic}", commit_once)
 
 
-class ParseMessagesFn(beam.DoFn):
-    """Kafka messages in, articles out; rejects to the ``dead_letter`` output."""
+def parse_message(message: KafkaMessage, max_article_bytes: int,
+                  max_dead_letter_bytes: int) -> Tuple[str, dict]:
+    """``(ARTICLE, article)``, or ``(DEAD_LETTER, its dead-letter row)`` naming its
+    topic, partition and offset."""
+    origin = f"kafka://{message.topic}"
+    ingested_at = datetime.fromtimestamp(message.timestamp_ms / 1000, tz=timezone.utc)
+    raw = message.value or b""
+    key = article_id_from_key(message.key)
+    try:
+        check_size(len(raw), max_article_bytes, "message", key)
+        if not raw.strip():
+            raise RejectedRecord("empty", "the message has no value (empty or tombstone)", key)
+        return ARTICLE, article_from_json_bytes(
+            raw, origin=origin, origin_offset=message.offset,
+            origin_partition=message.partition, ingested_at=ingested_at,
+            max_article_bytes=max_article_bytes, default_id=key)
+    except RejectedRecord as e:
+        return DEAD_LETTER, make_dead_letter(
+            reason=e.reason, error=str(e), origin=origin, origin_partition=message.partition,
+            origin_offset=message.offset, article_id=e.article_id or key, raw=raw,
+            raw_size=len(raw), ingested_at=ingested_at, max_raw_bytes=max_dead_letter_bytes)
 
-    def __init__(self, max_article_bytes: int, max_dead_letter_bytes: int):
+
+def read_event_times(spec: KafkaSpec, max_article_bytes: int,
+                     max_dead_letter_bytes: int) -> Tuple[TopicRead, List[datetime]]:
+    """Plans the read once and reads it plainly (``read_topic_plainly``): the read pinned
+    to the offsets it covered (stops where it ended, no deadline), for every pass over the
+    same messages, and the event time of every article in it."""
+    planned = plan_topic(spec)
+    reached: Dict[int, int] = {}
+    times = []
+    for message in read_topic_plainly(spec, planned, reached):
+        kind, record = parse_message(message, max_article_bytes, max_dead_letter_bytes)
+        if kind == ARTICLE:
+            times.append(event_time(record))
+    pinned = TopicRead(planned.topic, tuple(r._replace(stop=reached[r.partition])
+                                            for r in planned.ranges))
+    return pinned, times
+
+
+class ParseMessagesFn(beam.DoFn):
+    """Kafka messages in, the articles of ``event_slice`` out; rejects to the
+    ``dead_letter`` output (when the slice keeps them), and a 1 per message kept to
+    ``read_count``."""
+
+    def __init__(self, max_article_bytes: int, max_dead_letter_bytes: int,
+                 event_slice: EventSlice = WHOLE):
         self.max_article_bytes = max_article_bytes
         self.max_dead_letter_bytes = max_dead_letter_bytes
+        self.event_slice = event_slice
 
     def process(self, message: KafkaMessage):
-        yield beam.pvalue.TaggedOutput(READ_COUNT_OUTPUT, 1)
-        origin = f"kafka://{message.topic}"
-        ingested_at = datetime.fromtimestamp(message.timestamp_ms / 1000, tz=timezone.utc)
-        raw = message.value or b""
-        key = article_id_from_key(message.key)
-        try:
-            check_size(len(raw), self.max_article_bytes, "message", key)
-            if not raw.strip():
-                raise RejectedRecord("empty", "the message has no value (empty or tombstone)", key)
-            article = article_from_json_bytes(
-                raw, origin=origin, origin_offset=message.offset,
-                origin_partition=message.partition, ingested_at=ingested_at,
-                max_article_bytes=self.max_article_bytes, default_id=key)
-        except RejectedRecord as e:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, make_dead_letter(
-                reason=e.reason, error=str(e), origin=origin, origin_partition=message.partition,
-                origin_offset=message.offset, article_id=e.article_id or key, raw=raw,
-                raw_size=len(raw), ingested_at=ingested_at,
-                max_raw_bytes=self.max_dead_letter_bytes))
-            return
-        yield article
+        kind, record = parse_message(message, self.max_article_bytes, self.max_dead_letter_bytes)
+        if self.event_slice.keeps(kind, record):  # else another slice's: it reads and counts it
+            yield beam.pvalue.TaggedOutput(READ_COUNT_OUTPUT, 1)
+            yield (record if kind == ARTICLE
+                   else beam.pvalue.TaggedOutput(DEAD_LETTER_OUTPUT, record))
 
 
 class ReadKafkaMessages(beam.PTransform):
     """Reads a topic's raw messages as ``KafkaMessage`` elements stamped with their times."""
 
-    def __init__(self, spec: KafkaSpec):
+    def __init__(self, spec: KafkaSpec, pinned: Optional[TopicRead] = None):
         super().__init__()
         self.spec = spec
+        self.pinned = pinned
 
     def expand(self, pbegin):
         reader = (ReadTopicFn if not self.spec.unbounded
                   else _ReadAndCommitTopicFn if self.spec.commit_on_finalize
                   else _ReadUnboundedTopicFn)
+        pinned = self.pinned
+        plan = (beam.Map(lambda _: pinned) if pinned is not None
+                else beam.ParDo(_PlanTopicFn(self.spec)))
         return (pbegin
                 | "Impulse" >> beam.Impulse()
-                | "PlanTopic" >> beam.ParDo(_PlanTopicFn(self.spec))
+                | "PlanTopic" >> plan
                 | "ReadTopic" >> beam.ParDo(reader(self.spec)))
 
 
@@ -670,16 +773,20 @@ class ReadKafkaArticles(beam.PTransform):
     Returns a ``DoOutputsTuple`` with ``articles``, ``dead_letter`` and
     ``read_count`` (a 1 per message) outputs; the first two carry the message's partition and offset (``origin_partition``,
     ``origin_offset``), which ``CommitOffsets`` commits once they are written.
+    ``pinned``: read these offsets (``read_event_times``) instead of planning the read;
+    ``event_slice``: keep only its articles and dead letters (``read_count`` counts those).
     """
 
-    def __init__(self, spec: KafkaSpec, max_article_bytes: int, max_dead_letter_bytes: int):
+    def __init__(self, spec: KafkaSpec, max_article_bytes: int, max_dead_letter_bytes: int,
+                 pinned: Optional[TopicRead] = None, event_slice: EventSlice = WHOLE):
         super().__init__()
         self.spec = spec
-        self.parse = ParseMessagesFn(max_article_bytes, max_dead_letter_bytes)
+        self.pinned = pinned
+        self.parse = ParseMessagesFn(max_article_bytes, max_dead_letter_bytes, event_slice)
 
     def expand(self, pbegin):
         return (pbegin
-                | "ReadMessages" >> ReadKafkaMessages(self.spec)
+                | "ReadMessages" >> ReadKafkaMessages(self.spec, self.pinned)
                 | "ParseMessages" >> beam.ParDo(self.parse).with_outputs(
                     DEAD_LETTER_OUTPUT, READ_COUNT_OUTPUT, main="articles"))
 

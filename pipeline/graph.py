@@ -21,14 +21,15 @@ import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from connectors.file_source import (WHOLE, ArticleFileParser, EventSlice, ReadArticleFiles,
                                     event_slices, input_event_times)
-from connectors.kafka_source import CommitOffsets, KafkaSpec, ReadKafkaArticles
+from connectors.kafka_source import (CommitOffsets, KafkaSpec, ReadKafkaArticles, TopicRead,
+                                     commit_read, read_event_times)
 from connectors.run_paths import check_input, held_output, held_slice
 from connectors.parquet_sink import ParquetPartitionSink, day_of
 from connectors.story_state import STATE_FOLDER, ReadStoryState
@@ -93,10 +94,12 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     ``source``, when given, replaces the file or Kafka read: a transform giving
     ``articles``, ``dead_letter`` and ``read_count`` outputs, such as ``ReadTestStream``.
     A stream runs until it is cancelled; it writes no run summary.
-    A batch run over files on an in-process runner whose articles span more than
-    ``--slice_hours`` of event time runs as consecutive event-time slices
-    (``batch_slices``), each a run of its own (``RUN_ID.sN``) that continues the
-    stories of those before: the summary returned adds theirs up.
+    A batch run over files or a bounded Kafka read, on an in-process runner, whose
+    articles span more than ``--slice_hours`` of event time runs as consecutive
+    event-time slices (``batch_slices``), each a run of its own (``RUN_ID.sN``) that
+    continues the stories of those before: the summary returned adds theirs up. Every
+    pass of a Kafka read reads the offsets planned once; the group's offsets are
+    committed once the last pass has written.
     Raises ``RunRefused`` before reading anything when the input is missing
     or the output cannot be the run's (see ``connectors.run_paths``).
     """
@@ -119,14 +122,14 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
             logging.getLogger(__name__).warning(nothing_to_read)
         options = PipelineOptions(runner_argv)
         # Only the in-process runners hold a whole batch in this process's memory.
-        slices = (batch_slices(opts, started_at)
-                  if batch and files and not nothing_to_read and runs_in_process(argv)
-                  else [WHOLE])
+        slices, pinned = (batch_slices(opts, started_at)
+                          if batch and source is None and not nothing_to_read
+                          and runs_in_process(argv) else ([WHOLE], None))
+        summaries = []
         if len(slices) == 1:
             with beam.Pipeline(options=options) as p:
-                plan = build(p, options, source, started_at)
+                plan = build(p, options, source, started_at, pinned=pinned)
         else:
-            summaries = []
             for number, event_slice in enumerate(slices, 1):
                 slice_id = f"{run_id}.s{number}"
                 logging.getLogger(__name__).info(
@@ -134,10 +137,15 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
                     event_slice.start or "the first", event_slice.end or "the last")
                 with held_slice(opts.output, slice_id), \
                         beam.Pipeline(options=options) as p:
-                    plan = build(p, options, source, started_at, event_slice, slice_id)
+                    plan = build(p, options, source, started_at, event_slice, slice_id,
+                                 pinned)
                 summaries.append(add_step_times(plan.output, slice_id, step_seconds(p.result)))
                 del p  # the slice's pipeline and what it holds, freed before the next
                 gc.collect()
+        if pinned is not None and opts.group_id:
+            # Only now is every pass written: a run that fails before reads it all again.
+            commit_read(kafka_spec(opts), pinned)
+        if summaries:
             return combined_summary(run_id, summaries, started_at, datetime.now(timezone.utc))
     if options.view_as(TestOptions).dry_run:
         # Dataflow built and checked the job without running it: nothing was written.
@@ -149,15 +157,22 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
     return add_step_times(plan.output, plan.run_id, step_seconds(p.result))
 
 
-def batch_slices(opts: NewsloomOptions, started_at: datetime) -> List[EventSlice]:
-    """The event-time slices a batch run over files reads its input in: ``--slice_hours``
-    long (default: half the story window), from one plain read of the input's event times."""
+def batch_slices(opts: NewsloomOptions, started_at: datetime
+                 ) -> Tuple[List[EventSlice], Optional[TopicRead]]:
+    """The event-time slices a batch run reads its input in, ``--slice_hours`` long
+    (default: half the story window), from one plain read of the input's event times;
+    and, for Kafka, the offsets that read covered, which every slice reads (None for
+    files, and for one pass, which plans its own read)."""
     hours = opts.slice_hours if opts.slice_hours is not None else opts.story_window_hours / 2
     if not hours:
-        return [WHOLE]
+        return [WHOLE], None
+    length = timedelta(hours=hours)
+    if opts.kafka_bootstrap_servers:
+        pinned, times = read_event_times(kafka_spec(opts), opts.max_article_bytes,
+                                         opts.max_dead_letter_bytes)
+        return event_slices(times, length), pinned
     parser = ArticleFileParser(started_at, opts.max_article_bytes, opts.max_dead_letter_bytes)
-    return event_slices(input_event_times(opts.input, parser, [opts.output]),
-                        timedelta(hours=hours))
+    return event_slices(input_event_times(opts.input, parser, [opts.output]), length), None
 
 
 def combined_summary(run_id: str, summaries: List[Dict[str, Any]], started_at: datetime,
@@ -197,11 +212,14 @@ class Plan:
 
 def build(p: beam.Pipeline, options: PipelineOptions,
           source: Optional[beam.PTransform] = None, ingested_at: Optional[datetime] = None,
-          event_slice: EventSlice = WHOLE, run_id: Optional[str] = None) -> Plan:
+          event_slice: EventSlice = WHOLE, run_id: Optional[str] = None,
+          pinned: Optional[TopicRead] = None) -> Plan:
     """Adds newsloom's steps to ``p``. A stream (``--streaming``, which an endless
     Kafka read needs) writes windowed files and keeps its state in event time.
     ``ingested_at``: the files' ingestion time (default: now, the start); ``event_slice``:
-    the part of the input files to read, as run ``run_id`` (default: the options')."""
+    the part of the input to read, as run ``run_id`` (default: the options'); ``pinned``:
+    the Kafka offsets to read, planned before (``batch_slices``), whose group offsets the
+    caller commits (default: the read is planned, and committed once written, here)."""
     opts = options.view_as(NewsloomOptions)
     started_at = datetime.now(timezone.utc)
     run_id = run_id or opts.run_id or new_run_id(started_at)
@@ -231,7 +249,7 @@ def build(p: beam.Pipeline, options: PipelineOptions,
         read = p | "ReadSource" >> source
     elif kafka:
         read = p | "ReadKafkaArticles" >> ReadKafkaArticles(
-            kafka, opts.max_article_bytes, opts.max_dead_letter_bytes)
+            kafka, opts.max_article_bytes, opts.max_dead_letter_bytes, pinned, event_slice)
     else:
         read = p | "ReadArticleFiles" >> ReadArticleFiles(
             opts.input, ingested_at=ingested_at or started_at,
@@ -319,7 +337,7 @@ def build(p: beam.Pipeline, options: PipelineOptions,
     if embedded is not None:
         summarised["paragraph_counts"] = embedded[PARAGRAPH_COUNTS]
     _ = summarised | "WriteRunSummary" >> WriteRunSummary(opts.output, run_id, started_at)
-    if kafka and kafka.group_id:
+    if kafka and kafka.group_id and pinned is None:
         written = ((written_articles, written_dead_letters) | "AllWritten" >> beam.Flatten())
         _ = ((read.articles, read[DEAD_LETTER_OUTPUT])
              | "AllRead" >> beam.Flatten()

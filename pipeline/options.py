@@ -132,10 +132,10 @@ class NewsloomOptions(PipelineOptions):
                    "still be matched by a later copy; on a stream, its state is dropped "
                    "after that (default: 72)")
         _flag(parser, "slice_hours", type=non_negative_flag, default=None,
-              help="a batch run over files reads its input in event-time order, in "
-                   "slices of this many hours, each a run of its own that continues the "
-                   "stories of the one before, so memory is bounded by a slice and one "
-                   "story window; 0: one pass (default: half the story window)")
+              help="a batch run over files or a bounded Kafka read reads its input in "
+                   "event-time order, in slices of this many hours, each a run of its own "
+                   "that continues the stories of the one before, so memory is bounded by a "
+                   "slice and one story window; 0: one pass (default: half the story window)")
         _flag(parser, "window_seconds", type=float, default=60.0,
               help="on a stream (--streaming, or Kafka with --stop=never): the length of the "
                    "event-time windows whose rows are written together, in files named by "
