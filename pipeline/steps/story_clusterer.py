@@ -24,9 +24,9 @@ dropped once the watermark is ``story_window`` past the article's event time,
 so it is bounded by the articles of one story window; an article that comes
 back after that starts a story of its own. A bounded input (a batch run)
 needs no expiry: its state lives until the end, and stories are assigned in
-one pass when the input is exhausted; a batch over files is cut into
-event-time slices, each such a pass (``pipeline.graph.batch_slices``), so
-that end comes a slice later. The same DoFns serve both; ``bounded``
+one pass when the input is exhausted; a batch over files or a bounded Kafka
+read is cut into event-time slices, each such a pass
+(``pipeline.graph.batch_slices``), so that end comes a slice later. The same DoFns serve both; ``bounded``
 only chooses the timers.
 
 Articles must carry their event time as their Beam timestamp (``event_time``).
@@ -188,7 +188,7 @@ class IndexBuckets(beam.PTransform):
 
 class _AttachFeaturesFn(beam.DoFn):
     """Keyed by article id: holds its features, and hands them to each pair that asks
-    (a stream's join; a batch's groups, in ``VerifyPairs``)."""
+    (a stream's join; a batch looks them up instead, in ``VerifyPairs``)."""
 
     # The features in a bag, and the waiting pairs cleared only when there were
     # some: each state write costs a weighing in the SDK's state cache (a few ms,
@@ -279,7 +279,7 @@ class VerifyPairs(beam.PTransform):
 
     def expand(self, pairs):
         if self.bounded:
-            return self._grouped(pairs)
+            return self._looked_up(pairs)
         tagged_features = self.features | "TagFeatures" >> beam.Map(
             lambda kv: (kv[0], ("features", kv[1]))).with_output_types(StrKeyed)
         by_earlier = (
@@ -295,13 +295,10 @@ class VerifyPairs(beam.PTransform):
                 | "Score" >> beam.ParDo(_AttachFeaturesFn(
                     partial(_scored, self.score), False, self.window)))
 
-    def _grouped(self, pairs):
+    def _looked_up(self, pairs):
         """A bounded input's join: each distinct pair, scored with both articles' features
-        looked up in the pass's features, held once in memory as a side input. A join
-        that attached the earlier article's features to each of its pairs held them once
-        per pair instead: on synthetic SIB-200 articles with the default embedder, 46
-        distinct vector pairs an article of about 6 KB each, so a pass of 1,000 articles
-        peaked at 2.9 GB and one of 2,000 at 6.8 GB (the pairs grow with the window)."""
+        looked up in the pass's features, held once in memory as a side input (not
+        copied onto each pair, which a pass would hold all at once)."""
         score = self.score
 
         def scored(pair, features):
