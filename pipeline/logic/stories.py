@@ -126,6 +126,13 @@ def unpack_entry(packed: bytes) -> BucketEntry:
                        packed[start + lang_size + id_size:], earlier)
 
 
+def without_payload(packed: bytes) -> bytes:
+    """A packed entry with its payload cut off (what a batch's index keeps of an entry
+    whose payload it looks up instead; see ``pipeline.steps.story_clusterer``)."""
+    _, _, _, lang_size, id_size = _PACKED_HEAD.unpack_from(packed)
+    return packed[:_PACKED_HEAD.size + lang_size + id_size]
+
+
 def packed_event_micros(packed: bytes) -> int:
     """A packed entry's event time (microseconds), without unpacking the rest."""
     return _PACKED_HEAD.unpack_from(packed)[0]

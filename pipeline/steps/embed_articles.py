@@ -213,11 +213,15 @@ class _EmbedBatchFn(beam.DoFn):
                 yield from vector_buckets(embedded, self.lsh, at, from_earlier_run=False)
 
 
+def bucket_payload(vectors: ArticleVectors) -> bytes:
+    """What an article's vector-LSH bucket entries carry: its article vector, float16."""
+    return vectors.article_vector.astype(np.float16).tobytes()
+
+
 def vector_buckets(vectors: ArticleVectors, lsh: HyperplaneLSH, at, from_earlier_run: bool):
     """The vector-LSH bucket entries of an article, packed (``pack_entry``), on the
     ``buckets`` output."""
-    entry = pack_entry(BucketEntry(vectors.member, vectors.lang,
-                                   vectors.article_vector.astype(np.float16).tobytes(),
+    entry = pack_entry(BucketEntry(vectors.member, vectors.lang, bucket_payload(vectors),
                                    from_earlier_run))
     for key in lsh.band_keys(vectors.article_vector):
         yield beam.pvalue.TaggedOutput(BUCKETS, TimestampedValue((f"{VECTOR}:{key}", entry), at))

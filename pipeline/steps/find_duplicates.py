@@ -31,7 +31,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipeline.logic.crosslingual import paragraph_coverage
 from pipeline.data.build_thresholds import DEFAULT_THRESHOLD, load_thresholds, pair_key
-from pipeline.steps.embed_articles import ArticleVectors
+from pipeline.steps.embed_articles import ArticleVectors, bucket_payload
 from pipeline.logic.minhash import MinHasher, jaccard, shingle_hashes
 from pipeline.logic.stories import (STORY_LINK, BucketEntry, Match, Member, StoryAssignment,
                                     StoryOf, micros_to_utc, order_key, pack_entry)
@@ -343,7 +343,9 @@ class FindDuplicates(beam.PTransform):
                 min_cosine=self.min_article_cosine,
                 same_language_cosine=(MIN_LINK_COSINE if self.embedded is not None
                                       and self.story_model is not None else None),
-                bounded=self.bounded, earlier_stories=earlier_stories))
+                bounded=self.bounded,
+                payload_of={VECTOR: bucket_payload} if self.embedded is not None else None,
+                earlier_stories=earlier_stories))
         embedder = self.embedder
 
         def set_story(parts):

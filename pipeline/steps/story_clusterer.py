@@ -32,10 +32,11 @@ only chooses the timers.
 Articles must carry their event time as their Beam timestamp (``event_time``).
 """
 
+import dataclasses
 import math
 import zlib
 from functools import partial
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -46,8 +47,9 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
 from apache_beam.utils.timestamp import Timestamp
 
 from common.event_timers import arm_at, arm_earliest
-from pipeline.logic.stories import (Match, Member, assign_in_order, bucket_pairs, nearest_in_time,
-                                    packed_event_micros, unpack_entry)
+from pipeline.logic.stories import (BucketEntry, Match, Member, assign_in_order, bucket_pairs,
+                                    nearest_in_time, packed_event_micros, unpack_entry,
+                                    without_payload)
 
 EXACT, NEAR, VECTOR = "exact", "near", "vec"
 # The keyed inputs of the stateful steps say their key's type, so that Beam
@@ -90,7 +92,8 @@ class _IndexBucketsFn(beam.DoFn):
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, window: int, max_partners: int, min_estimate: float, min_cosine: float,
-                 same_language_cosine: Optional[float], bounded: bool):
+                 same_language_cosine: Optional[float], bounded: bool,
+                 looked_up: FrozenSet[str] = frozenset()):
         self.expired = Metrics.counter(METRICS, "expired_bucket_entries")
         self.window = window
         self.max_partners = max_partners
@@ -98,12 +101,19 @@ class _IndexBucketsFn(beam.DoFn):
         self.min_cosine = min_cosine
         self.same_language_cosine = same_language_cosine
         self.bounded = bounded
+        self.looked_up = looked_up
 
     def process(self, element, buckets_state=beam.DoFn.StateParam(BUCKETS),
-                armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY)):
+                armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY),
+                payloads=None):
         _, (key, packed_entry) = element
         entry = unpack_entry(packed_entry)
         kind = key.split(":", 1)[0]
+        # Entries of a looked-up kind come without their payload, and are compared
+        # with it: ``payloads`` maps (kind, article id) to it.
+        with_payload = ((lambda e: dataclasses.replace(
+                            e, payload=payloads[kind, e.member.article_id]))
+                        if kind in self.looked_up else (lambda e: e))
         # A copy: the value read may be the SDK cache's own object, which must not
         # change should the bundle fail and be retried.
         buckets: Dict[str, List[bytes]] = dict(buckets_state.read() or {})
@@ -118,8 +128,9 @@ class _IndexBucketsFn(beam.DoFn):
         # the older one's state has expired yet: a batch run agrees with a stream.
         partners = nearest_in_time(entry.member, stored, self.max_partners, self.window)
         found = [beam.pvalue.TaggedOutput(EXACT if isinstance(f, Match) else kind, f)
-                 for f in bucket_pairs(kind, entry, partners, self.min_estimate, self.min_cosine,
-                                       self.same_language_cosine)]
+                 for f in bucket_pairs(kind, with_payload(entry),
+                                       [with_payload(p) for p in partners], self.min_estimate,
+                                       self.min_cosine, self.same_language_cosine)]
         buckets[key] = bucket + [packed_entry]
         buckets_state.write(buckets)
         if not self.bounded:
@@ -166,24 +177,44 @@ class IndexBuckets(beam.PTransform):
     read on every newcomer, stays in the SDK worker's state cache on runners
     that allow it (Flink, Dataflow). The shards are many, so that each holds a
     small dict, which a stream rewrites at each bundle that adds to it.
+
+    ``payloads``: ``{kind: (article_id, payload) PCollection}``: the entries of
+    these kinds are indexed without their payload, which is looked up there,
+    one per article, when they are compared (a side input, so for a bounded
+    input only). An article meets some 40 buckets of a kind: a batch pass, which
+    holds its entries all at once, then holds its payload once, not 40 times.
+    The pairs found are the same.
     """
 
     def __init__(self, story_window: int, max_partners: int, min_estimate: float,
                  min_cosine: float, same_language_cosine: Optional[float], bounded: bool,
-                 shards: int = 4096):
+                 shards: int = 4096, payloads: Optional[Dict[str, Any]] = None):
         super().__init__()
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
         self.shards = shards
+        self.payloads = payloads or {}
         self.index = _IndexBucketsFn(story_window, max_partners, min_estimate, min_cosine,
-                                     same_language_cosine, bounded)
+                                     same_language_cosine, bounded, frozenset(self.payloads))
 
     def expand(self, buckets):
-        shards = self.shards
-        return (buckets
-                | "ByShard" >> beam.Map(lambda kv: (zlib.crc32(kv[0].encode()) % shards, kv))
-                .with_output_types(Tuple[int, Any])
-                | "Index" >> beam.ParDo(self.index).with_outputs(EXACT, NEAR, VECTOR))
+        shards, looked_up = self.shards, self.index.looked_up
+
+        def by_shard(kv):
+            key, packed = kv
+            if key.split(":", 1)[0] in looked_up:
+                kv = key, without_payload(packed)
+            return zlib.crc32(key.encode()) % shards, kv
+
+        by_shards = buckets | "ByShard" >> beam.Map(by_shard).with_output_types(Tuple[int, Any])
+        side_inputs = {}
+        if self.payloads:
+            side_inputs["payloads"] = beam.pvalue.AsDict(
+                [payloads | f"Key_{kind}" >> beam.Map(lambda kv, k=kind: ((k, kv[0]), kv[1]))
+                 for kind, payloads in sorted(self.payloads.items())]
+                | "AllPayloads" >> beam.Flatten())
+        return by_shards | "Index" >> beam.ParDo(self.index, **side_inputs).with_outputs(
+            EXACT, NEAR, VECTOR)
 
 
 class _AttachFeaturesFn(beam.DoFn):
@@ -296,26 +327,25 @@ class VerifyPairs(beam.PTransform):
                     partial(_scored, self.score), False, self.window)))
 
     def _looked_up(self, pairs):
-        """A bounded input's join: each distinct pair, scored with both articles' features
-        looked up in the pass's features, held once in memory as a side input (not
-        copied onto each pair, which a pass would hold all at once)."""
+        """A bounded input's join: each distinct pair, by its two ids, scored with both
+        articles' features (and members) looked up in the pass's features, held once
+        in memory as a side input. A pass holds all its pairs at once, and an
+        article meets many partners in several buckets each: two ids are what
+        a pair costs there."""
         score = self.score
 
-        def scored(pair, features):
-            later, earlier = pair
-            if later.article_id in features and earlier.article_id in features:
-                match = score(later, earlier, features[later.article_id],
-                              features[earlier.article_id])
+        def scored(ids, features):
+            later, earlier = (features.get(article_id) for article_id in ids)
+            if later is not None and earlier is not None:
+                match = score(later.member, earlier.member, later, earlier)
                 if match is not None:
                     yield match
 
         return (pairs
+                | "PairIds" >> beam.Map(lambda p: (p[0].article_id, p[1].article_id))
+                .with_output_types(Tuple[str, str])
                 # A pair met in several buckets is scored once.
-                | "KeyByPair" >> beam.Map(
-                    lambda p: (f"{p[0].article_id}\n{p[1].article_id}", p)
-                ).with_output_types(StrKeyed)
-                | "GroupPair" >> beam.GroupByKey()
-                | "OnePair" >> beam.Map(lambda keyed: next(iter(keyed[1])))
+                | "OnePair" >> beam.Distinct()
                 | "Score" >> beam.FlatMap(scored, features=beam.pvalue.AsDict(self.features)))
 
 
@@ -454,6 +484,10 @@ class StoryClusterer(beam.PTransform):
         same_language_cosine: the vector buckets' pre-filter for two articles in one
             language (only story links are sought there); None: such pairs are skipped.
         bounded: a batch input (no expiry, one assignment pass at the end).
+        payload_of: ``{kind: function of an article's features to the payload of its
+            bucket entries}`` (the same bytes): a batch looks these kinds' payloads up
+            in the features rather than holding a copy in each bucket entry (see
+            ``IndexBuckets``).
         earlier_stories: ``(article_id, StoryOf)`` of the earlier runs' articles whose
             bucket entries and features come in with this run's (marked
             ``from_earlier_run``); None: no earlier run.
@@ -463,6 +497,7 @@ class StoryClusterer(beam.PTransform):
                  story_window: float = 72 * 3600, assign_every: float = 10,
                  max_partners: int = 50, min_estimate: float = 0.4, min_cosine: float = 0.35,
                  same_language_cosine: Optional[float] = None, bounded: bool = True,
+                 payload_of: Optional[Dict[str, Callable[[Any], bytes]]] = None,
                  earlier_stories=None):
         super().__init__()
         if story_window <= 0 or assign_every <= 0:
@@ -480,13 +515,19 @@ class StoryClusterer(beam.PTransform):
         self.min_estimate = min_estimate
         self.min_cosine = min_cosine
         self.same_language_cosine = same_language_cosine
+        if not set(payload_of or ()) <= set(features):
+            raise ValueError("payload_of needs kinds that have features")
         self.bounded = bounded
+        self.payload_of = payload_of or {}
         self.earlier_stories = earlier_stories
 
     def expand(self, members):
+        payloads = {kind: self.features[kind] | f"Payloads_{kind}" >> beam.Map(
+                        lambda kv, of=of: (kv[0], of(kv[1])))
+                    for kind, of in sorted(self.payload_of.items())} if self.bounded else None
         indexed = self.buckets | "IndexBuckets" >> IndexBuckets(
             self.window, self.max_partners, self.min_estimate, self.min_cosine,
-            self.same_language_cosine, self.bounded)
+            self.same_language_cosine, self.bounded, payloads=payloads)
         matches = [indexed[EXACT]]
         for kind in sorted(self.features):
             matches.append(indexed[kind] | f"Verify_{kind}" >> VerifyPairs(
