@@ -21,7 +21,7 @@ All of it is keyed state expiring ``story_window`` after each article's event
 time, so it runs on an endless stream with memory bounded by one window.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Dict, Iterator, Optional
 
@@ -60,6 +60,9 @@ class Fingerprint:
     lang: str
     content_hash: str
     shingles: bytes  # sorted unique uint32 shingle hashes
+    # The 8-bit MinHash sketch its near-bucket entries carry (``MinHasher.sketch``);
+    # empty when it has no shingles.
+    sketch: bytes = b""
 
 
 def member_of(article: Article) -> Member:
@@ -80,6 +83,11 @@ def candidate_keys(fingerprint: Fingerprint, signature: Optional[np.ndarray],
     if signature is not None:
         for band in minhasher.band_keys(signature):
             yield f"{NEAR}:{fingerprint.lang}:{band}"
+
+
+def sketch_of(fingerprint: Fingerprint) -> bytes:
+    """The payload of an article's near-bucket entries."""
+    return fingerprint.sketch
 
 
 def fingerprint_of_state(row: dict) -> Fingerprint:
@@ -133,11 +141,12 @@ class _FingerprintFn(beam.DoFn):
             shingles = shingle_hashes(tokens(element["body"]), self.shingle_size)
             fingerprint = Fingerprint(member_of(element), element["lang"],
                                       element["content_hash"], shingles.tobytes())
-        yield fingerprint.member.article_id, fingerprint
         signature = self.minhasher.signature(shingles) if shingles.size else None
-        sketch = MinHasher.sketch(signature) if signature is not None else b""
+        if signature is not None:
+            fingerprint = replace(fingerprint, sketch=MinHasher.sketch(signature))
+        yield fingerprint.member.article_id, fingerprint
         # Packed: the runner holds every entry between this step and the index.
-        entry = pack_entry(BucketEntry(fingerprint.member, fingerprint.lang, sketch,
+        entry = pack_entry(BucketEntry(fingerprint.member, fingerprint.lang, fingerprint.sketch,
                                        self.from_earlier_run))
         for key in candidate_keys(fingerprint, signature, self.minhasher):
             yield beam.pvalue.TaggedOutput(self.BUCKETS, (key, entry))
@@ -344,7 +353,8 @@ class FindDuplicates(beam.PTransform):
                 same_language_cosine=(MIN_LINK_COSINE if self.embedded is not None
                                       and self.story_model is not None else None),
                 bounded=self.bounded,
-                payload_of={VECTOR: bucket_payload} if self.embedded is not None else None,
+                payload_of={NEAR: sketch_of, **({VECTOR: bucket_payload}
+                                                if self.embedded is not None else {})},
                 earlier_stories=earlier_stories))
         embedder = self.embedder
 

@@ -9,7 +9,8 @@ with keyed state that expires in event time, so it runs on an endless stream.
 Each step is a stateful DoFn (``pipeline.logic.stories`` holds the logic):
 
 * ``IndexBuckets`` keeps each bucket's entries (id, time, language, a sketch
-  or a float16 vector) under a shard of the bucket keys, and compares a
+  or a float16 vector; in a batch, the sketch or vector is looked up in the
+  pass's features instead) under a shard of the bucket keys, and compares a
   newcomer with the ``max_partners`` entries nearest to it in time.
 * ``VerifyPairs`` joins a pair with each side's features (shingles or
   paragraph vectors), held under the article's id (in a batch, looked up in
