@@ -13,7 +13,7 @@ import apache_beam as beam
 import numpy as np
 
 from pipeline.steps.embed_articles import (MAX_LEAD_CHARS, MAX_LEAD_PARAGRAPHS, ArticleVectors,
-                                     article_vector, centred_leads, make_embedder)
+                                     article_vector, centred_leads, shared_embedder)
 from pipeline.logic.embedding import Embedder, LanguageCentring
 from pipeline.logic.language import LanguageDetector, spans_as_rows
 from pipeline.steps.story_clusterer import JoinById
@@ -51,7 +51,8 @@ class _TagTopicsFn(beam.DoFn):
         self.max_topics = max_topics
 
     def setup(self):
-        embedder = make_embedder(self.embedder_spec)
+        # The model EmbedArticles loaded in this process (it embeds examples the cache lacks).
+        embedder = shared_embedder(self.embedder_spec)
         self.tagger = fitted_tagger(self.taxonomy_spec, embedder,
                                     LanguageCentring.load(embedder.means_name), LanguageDetector(),
                                     self.min_score, self.max_topics)
