@@ -346,7 +346,7 @@ class FindDuplicates(beam.PTransform):
             articles
             | "Members" >> beam.Map(member_of)
             | "StoryClusterer" >> StoryClusterer(
-                buckets | "AllBuckets" >> beam.Flatten(), features, scores,
+                buckets, features, scores,
                 story_window=self.story_window, assign_every=self.assign_every,
                 max_partners=self.max_partners, min_estimate=self.threshold - SKETCH_MARGIN,
                 min_cosine=self.min_article_cosine,

@@ -165,7 +165,8 @@ class _IndexBucketsFn(beam.DoFn):
 
 
 class IndexBuckets(beam.PTransform):
-    """``(bucket key, packed BucketEntry)`` in (``pipeline.logic.stories.pack_entry``); out:
+    """``(bucket key, packed BucketEntry)`` in (``pipeline.logic.stories.pack_entry``), one
+    PCollection or a list of them; out:
     ``exact`` Matches, and ``near`` and ``vec``
     (later, earlier) Member pairs to verify. Keys start with their kind (``exact:``,
     ``near:``, ``vec:``).
@@ -207,7 +208,12 @@ class IndexBuckets(beam.PTransform):
                 kv = key, without_payload(packed)
             return zlib.crc32(key.encode()) % shards, kv
 
-        by_shards = buckets | "ByShard" >> beam.Map(by_shard).with_output_types(Tuple[int, Any])
+        # Each input is cut where it is made: a batch runner holds a step's whole output,
+        # and the outputs of several steps as they wrote them.
+        parts = pvalue_tuple(buckets)
+        by_shards = ([part | f"ByShard_{i}" >> beam.Map(by_shard).with_output_types(Tuple[int, Any])
+                      for i, part in enumerate(parts)]
+                     | "AllBuckets" >> beam.Flatten())
         side_inputs = {}
         if self.payloads:
             side_inputs["payloads"] = beam.pvalue.AsDict(
@@ -216,6 +222,11 @@ class IndexBuckets(beam.PTransform):
                 | "AllPayloads" >> beam.Flatten())
         return by_shards | "Index" >> beam.ParDo(self.index, **side_inputs).with_outputs(
             EXACT, NEAR, VECTOR)
+
+
+def pvalue_tuple(pcollections):
+    """One PCollection, or a list of them, as a tuple (the form a composite takes them in)."""
+    return tuple(pcollections) if isinstance(pcollections, (list, tuple)) else (pcollections,)
 
 
 class _AttachFeaturesFn(beam.DoFn):
@@ -472,7 +483,8 @@ class AssignStories(beam.PTransform):
 
 
 class StoryClusterer(beam.PTransform):
-    """Buckets, features and members in; ``(article_id, StoryAssignment)`` out, one per member.
+    """Buckets (a PCollection or a list of them, see ``IndexBuckets``), features and members
+    in; ``(article_id, StoryAssignment)`` out, one per member.
 
     Args (besides the PCollections):
         features: ``{kind: (article_id, features) PCollection}`` for ``near`` and, when
@@ -526,7 +538,7 @@ class StoryClusterer(beam.PTransform):
         payloads = {kind: self.features[kind] | f"Payloads_{kind}" >> beam.Map(
                         lambda kv, of=of: (kv[0], of(kv[1])))
                     for kind, of in sorted(self.payload_of.items())} if self.bounded else None
-        indexed = self.buckets | "IndexBuckets" >> IndexBuckets(
+        indexed = pvalue_tuple(self.buckets) | "IndexBuckets" >> IndexBuckets(
             self.window, self.max_partners, self.min_estimate, self.min_cosine,
             self.same_language_cosine, self.bounded, payloads=payloads)
         matches = [indexed[EXACT]]
