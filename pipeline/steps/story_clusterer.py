@@ -83,9 +83,6 @@ class _IndexBucketsFn(beam.DoFn):
     entries). The SDK's state
     cache weighs a value object by object on every commit and every first
     read of a key, so the entries are packed bytes, not objects.
-    Before, a shard kept a bag of pickled entries with their bucket key in
-    front, and a newcomer scanned it all: reading back a story window of
-    12,000 articles spent half its time there.
     """
 
     BUCKETS = ReadModifyWriteStateSpec("buckets", PickleCoder())
