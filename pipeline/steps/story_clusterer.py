@@ -48,9 +48,8 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
 from apache_beam.utils.timestamp import Timestamp
 
 from common.event_timers import arm_at, arm_earliest
-from pipeline.logic.stories import (BucketEntry, Match, Member, assign_in_order, bucket_pairs,
-                                    nearest_in_time, packed_event_micros, unpack_entry,
-                                    without_payload)
+from pipeline.logic.stories import (Match, Member, assign_in_order, bucket_pairs, nearest_in_time,
+                                    packed_event_micros, unpack_entry, without_payload)
 
 EXACT, NEAR, VECTOR = "exact", "near", "vec"
 # The keyed inputs of the stateful steps say their key's type, so that Beam
