@@ -40,6 +40,7 @@ from pipeline.steps.drop_repeated_ids import KEYED_BY_ID, DropRepeatedIds
 from pipeline.steps.embed_articles import PARAGRAPH_COUNTS, EmbedArticles
 from pipeline.steps.find_duplicates import FindDuplicates, at_event_time, member_of
 from pipeline.logic import progress
+from pipeline.logic.heap import trim_heap
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv, runs_in_process
 from pipeline.runners.local import local_runner, runner_kind
 from pipeline.steps.run_summary import (CountProgress, WriteRunSummary, add_step_times,
@@ -142,6 +143,7 @@ def run(argv: Optional[List[str]] = None, source: Optional[beam.PTransform] = No
                 summaries.append(add_step_times(plan.output, slice_id, step_seconds(p.result)))
                 del p  # the slice's pipeline and what it holds, freed before the next
                 gc.collect()
+                trim_heap()
         if pinned is not None and opts.group_id:
             # Only now is every pass written: a run that fails before reads it all again.
             commit_read(kafka_spec(opts), pinned)
@@ -277,7 +279,7 @@ def build(p: beam.Pipeline, options: PipelineOptions,
     # One embedding per article serves both translations and topics.
     embedded = earlier_embedded = None
     if opts.embedder != "none":
-        embed = EmbedArticles(member_of, opts.embedder)
+        embed = EmbedArticles(member_of, opts.embedder, bounded=windows is None)
         embedded = articles | "EmbedArticles" >> embed
         earlier_embedded = earlier | "EarlierVectors" >> embed.from_state()
     found = articles | "FindDuplicates" >> FindDuplicates(

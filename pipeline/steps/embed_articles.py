@@ -176,8 +176,9 @@ def centred_openings(articles: Sequence[Tuple[str, str, np.ndarray]], embedder: 
 
 class _EmbedBatchFn(beam.DoFn):
     def __init__(self, embedder: str, max_paragraphs: int, max_chars: int, bands: int,
-                 bits: int, member_of: Callable[[Article], Member]):
+                 bits: int, member_of: Callable[[Article], Member], unload_after_bundle: bool):
         self.embedder_spec = embedder
+        self.unload_after_bundle = unload_after_bundle
         self.max_paragraphs = max_paragraphs
         self.max_chars = max_chars
         self.bands = bands
@@ -211,6 +212,10 @@ class _EmbedBatchFn(beam.DoFn):
             yield TimestampedValue((member.article_id, embedded), at)
             if len(centred):
                 yield from vector_buckets(embedded, self.lsh, at, from_earlier_run=False)
+
+    def finish_bundle(self):
+        if self.unload_after_bundle:
+            self.embedder.unload()
 
 
 def bucket_payload(vectors: ArticleVectors) -> bytes:
@@ -260,16 +265,22 @@ class EmbedArticles(beam.PTransform):
         max_paragraphs, max_chars: how much of the lead is embedded.
         bands, bits: the vector LSH (see ``pipeline.logic.vector_lsh``).
         member_of: an article's ``Member`` (id and order key).
+        bounded: a batch. The engine is then unloaded when a bundle ends
+            (``Embedder.unload``), so the steps after this one have its memory
+            (about 630 MiB for onnx-e5). The local runner embeds a whole pass in
+            one bundle; a runner that cuts it into many loads the engine again
+            for each (about 1.3 s). A stream keeps it loaded.
     """
 
     def __init__(self, member_of: Callable[[Article], Member], embedder: str = "onnx-e5",
                  max_paragraphs: int = MAX_LEAD_PARAGRAPHS, max_chars: int = MAX_LEAD_CHARS,
-                 bands: int = 40, bits: int = 6):
+                 bands: int = 40, bits: int = 6, bounded: bool = False):
         super().__init__()
         if max_paragraphs < 1 or max_chars < 1:
             raise ValueError("max_paragraphs and max_chars must be >= 1")
         make_embedder(embedder)  # checks the spec now, not on a worker
-        self.embed = _EmbedBatchFn(embedder, max_paragraphs, max_chars, bands, bits, member_of)
+        self.embed = _EmbedBatchFn(embedder, max_paragraphs, max_chars, bands, bits, member_of,
+                                   unload_after_bundle=bounded)
         self.of_state = _VectorsOfStateFn(embedder, bands, bits, member_of)
 
     def from_state(self) -> beam.PTransform:
