@@ -336,14 +336,16 @@ class VerifyPairs(beam.PTransform):
 
     def _looked_up(self, pairs):
         """A bounded input's join: each distinct pair, by its two ids, scored with both
-        articles' features (and members) looked up in the pass's features, held once
-        in memory as a side input. A pass holds all its pairs at once, and an
-        article meets many partners in several buckets each: two ids are what
-        a pair costs there."""
+        articles' features (and members) looked up by id in the pass's features, a
+        map side input. A pass holds all its pairs at once, and an article meets
+        many partners in several buckets each: two ids are what a pair costs
+        there. Looked up by key, the features are read as they are needed, and the
+        SDK keeps the ones read in its bounded state cache; a dict side input
+        would be read whole into memory, beside the runner's copy."""
         score = self.score
 
         def scored(ids, features):
-            later, earlier = (features.get(article_id) for article_id in ids)
+            later, earlier = (next(iter(features[article_id]), None) for article_id in ids)
             if later is not None and earlier is not None:
                 match = score(later.member, earlier.member, later, earlier)
                 if match is not None:
@@ -354,7 +356,7 @@ class VerifyPairs(beam.PTransform):
                 .with_output_types(Tuple[str, str])
                 # A pair met in several buckets is scored once.
                 | "OnePair" >> beam.Distinct()
-                | "Score" >> beam.FlatMap(scored, features=beam.pvalue.AsDict(self.features)))
+                | "Score" >> beam.FlatMap(scored, features=beam.pvalue.AsMultiMap(self.features)))
 
 
 class _AssignStoriesFn(beam.DoFn):
