@@ -3,6 +3,7 @@ and 4; issue 21, item 10): the story state beside the dataset, read back."""
 
 import json
 import shutil
+import tracemalloc
 from datetime import datetime, timedelta, timezone
 
 import duckdb
@@ -134,7 +135,7 @@ def write_state(out, day, rows, schema=STORY_STATE.arrow_schema(drop=("dt",))):
 
 
 def test_a_run_reads_the_state_of_the_last_story_window_only(tmp_path):
-    assert read_last_window(str(tmp_path), 72 * 3600) == []
+    assert list(read_last_window(str(tmp_path), 72 * 3600)) == []
     write_state(tmp_path, "2025-08-01", [state_row("old", 0), state_row("edge", 23)])
     write_state(tmp_path, "2025-08-04", [state_row("late", 95)])
     write_state(tmp_path, "2025-08-05", [state_row("last", 96)])
@@ -151,4 +152,26 @@ def test_story_state_of_another_version_is_refused_naming_the_file(tmp_path):
     write_state(tmp_path, "2025-08-01", [state_row("a", 0)], schema=schema)
     with pytest.raises(ValueError, match=r"dt=2025-08-01/part-1\.parquet: story state of "
                                          r"schema version 99"):
-        read_last_window(str(tmp_path), 72 * 3600)
+        next(read_last_window(str(tmp_path), 72 * 3600))
+
+
+def test_the_state_of_a_window_is_read_a_batch_of_rows_at_a_time(tmp_path):
+    # 4,000 rows of 4.5 KB of vectors in one file: a window's worth, read back while
+    # tracemalloc watches. Read whole, the rows alone would take over 18 MB at once.
+    vectors = 4608
+    rows = [state_row(f"a{i:04d}", i / 100, paragraph_vectors=bytes([i % 251]) * vectors)
+            for i in range(4000)]
+    # Ingested only: its event time is its ingestion time, 10 h after the rest.
+    rows.append(state_row("ingested", 0, published_at=None, paragraph_vectors=b"v",
+                          ingested_at=rows[-1]["ingested_at"] + timedelta(hours=10)))
+    write_state(tmp_path, "2025-08-01", rows)
+    tracemalloc.start()
+    try:
+        # 30 h before the latest event time (49.99 h) is 19.99 h: rows a1999 on.
+        kept = [(row["article_id"], len(row["paragraph_vectors"]))
+                for row in read_last_window(str(tmp_path), 30 * 3600)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept == [(f"a{i:04d}", vectors) for i in range(1999, 4000)] + [("ingested", 1)]
+    assert peak < 4000 * vectors / 2
