@@ -70,6 +70,15 @@ def _make_dirs(path: str) -> None:
             raise
 
 
+def rows_digest(rows: Iterable[Row]) -> str:
+    """The SHA-1 of the rows' reprs (items sorted), one a line, hashed row by row: a
+    story-state row's repr is some 14 KB, so a file's joined would be hundreds of MB."""
+    digest = hashlib.sha1()
+    for i, row in enumerate(rows):
+        digest.update((("\n" if i else "") + repr(sorted(row.items()))).encode("utf-8"))
+    return digest.hexdigest()
+
+
 class PartitionFileWriter:
     """Writes rows of one partition into finalised files (plain code, no Beam)."""
 
@@ -113,8 +122,7 @@ class PartitionFileWriter:
             drop=self.partition_columns))
         # The name depends only on the rows, so a retried batch replaces its file;
         # on a stream, a story's row of one window and its next differ in content.
-        digest = hashlib.sha1("\n".join(
-            repr(sorted(r.items())) for r in rows).encode("utf-8")).hexdigest()
+        digest = rows_digest(rows)
         folder = FileSystems.join(self.dataset_path, partition)
         stem = f"part-{self.run_id}-{window}" if window else f"part-{self.run_id}"
         final = FileSystems.join(folder, f"{stem}-{digest[:16]}.parquet")
