@@ -320,25 +320,48 @@ def plan_topic(spec: KafkaSpec) -> TopicRead:
                      deadline=partitions[0].deadline)
 
 
+def _assign_at(consumer, topic: str, starts: Dict[int, int]) -> Dict[int, Any]:
+    """Assigns ``consumer`` the partitions of ``starts`` (partition: offset), each
+    resumed (an earlier read may have paused it) and at its offset; returns their
+    ``TopicPartition`` by partition."""
+    from kafka import TopicPartition
+    tps = {p: TopicPartition(topic, p) for p in starts}
+    consumer.assign(list(tps.values()))
+    consumer.resume(*tps.values())
+    for p, start in starts.items():
+        consumer.seek(tps[p], start)
+    return tps
+
+
+def _positions(spec: KafkaSpec, consumer, tps: Dict[int, Any], doing: str
+               ) -> Dict[int, Optional[int]]:
+    """``consumer``'s next offset in each partition of ``tps``. position() may ask the
+    broker (to validate an offset), so an outage is waited out here."""
+    return wait_for_broker(spec, doing, lambda: {p: consumer.position(tp)
+                                                 for p, tp in tps.items()})
+
+
+def _reached(positions: Dict[int, Optional[int]], stops: Dict[int, int]) -> List[int]:
+    """The partitions whose next offset has reached their stop."""
+    return [p for p, position in positions.items()
+            if position is not None and position >= stops[p]]
+
+
 def read_topic_plainly(spec: KafkaSpec, planned: TopicRead,
                        reached: Dict[int, int]) -> Iterator[KafkaMessage]:
     """The messages of ``planned``'s ranges, with one consumer outside Beam, until every
     range is read to its stop or the deadline has passed. ``reached`` gets each partition's
     next offset as it goes: where the read ended, once it has."""
-    from kafka import TopicPartition
     unfinished = {r.partition: r.stop for r in planned.ranges if r.start < r.stop}
     reached.update({r.partition: r.start for r in planned.ranges})
-    tps = {p: TopicPartition(planned.topic, p) for p in unfinished}
     if not unfinished:
         return
     consumer = wait_for_broker(spec, "connecting the reader",
                                lambda: spec.consumer(group_id=None))
     doing = f"reading topic {planned.topic}"
     try:
-        consumer.assign(list(tps.values()))
-        for r in planned.ranges:
-            if r.partition in tps:
-                consumer.seek(tps[r.partition], r.start)
+        starts = {r.partition: r.start for r in planned.ranges if r.partition in unfinished}
+        tps = _assign_at(consumer, planned.topic, starts)
 
         def finish(partition):
             reached[partition] = unfinished.pop(partition)
@@ -354,11 +377,9 @@ def read_topic_plainly(spec: KafkaSpec, planned: TopicRead,
                 # is how it is noticed, and waited out.
                 wait_for_broker(spec, doing, lambda: consumer.end_offsets(
                     [tps[p] for p in unfinished], timeout_ms=ATTEMPT_MS))
-                positions = wait_for_broker(spec, doing, lambda: {
-                    p: consumer.position(tps[p]) for p in unfinished})
-                for p, position in positions.items():
-                    if position is not None and position >= unfinished[p]:
-                        finish(p)
+                for p in _reached(_positions(spec, consumer, {p: tps[p] for p in unfinished},
+                                             doing), unfinished):
+                    finish(p)
                 continue
             for tp, batch in records.items():
                 for message in batch if tp.partition in unfinished else ():
@@ -539,15 +560,11 @@ class ReadTopicFn(beam.DoFn):
 
     def _read(self, element: TopicRead, tracker, watermarks, claimed: Dict[int, int]):
         """Yields the messages; ``claimed`` gets each partition's next offset as it goes."""
-        from kafka import TopicPartition
         unfinished = {r.partition: r for r in tracker.current_restriction() if r.start < r.stop}
-        tps = {p: TopicPartition(element.topic, p) for p in unfinished}
         if not unfinished:
             return
-        self._consumer.assign(list(tps.values()))
-        self._consumer.resume(*tps.values())  # an earlier read may have paused some
-        for p, r in unfinished.items():
-            self._consumer.seek(tps[p], r.start)
+        tps = _assign_at(self._consumer, element.topic,
+                         {p: r.start for p, r in unfinished.items()})
 
         def finish(partition):
             tracker.try_claim((partition, unfinished.pop(partition).stop))  # marks it read
@@ -563,12 +580,10 @@ class ReadTopicFn(beam.DoFn):
             records = wait_for_broker(self.spec, doing, lambda: self._consumer.poll(
                 timeout_ms=self.spec.poll_timeout_ms, max_records=500))
             if not records:
-                # position() may ask the broker too (to validate an offset).
-                positions = wait_for_broker(self.spec, doing, lambda: {
-                    p: self._consumer.position(tps[p]) for p in unfinished})
-                for p, position in positions.items():
-                    if position is not None and position >= unfinished[p].stop:
-                        finish(p)  # nothing left in the range
+                positions = _positions(self.spec, self._consumer,
+                                       {p: tps[p] for p in unfinished}, doing)
+                for p in _reached(positions, {p: r.stop for p, r in unfinished.items()}):
+                    finish(p)  # nothing left in the range
                 if unfinished:
                     self._advance_caught_up(tps, unfinished, watermarks)
                     tracker.defer_remainder(Duration.of(self.idle_resume_seconds))
@@ -598,16 +613,13 @@ class ReadTopicFn(beam.DoFn):
         poll just comes back empty): it waits here until the broker answers.
         """
         now = Timestamp.now() - Duration.of(self.spec.idle_slack_seconds)
-        positions = wait_for_broker(
-            self.spec, f"reading topic {self.spec.topic}",
-            lambda: {p: self._consumer.position(tps[p]) for p in unfinished})
+        doing = f"reading topic {self.spec.topic}"
+        positions = _positions(self.spec, self._consumer, {p: tps[p] for p in unfinished}, doing)
         ends = wait_for_broker(
-            self.spec, f"reading topic {self.spec.topic}",
-            lambda: self._consumer.end_offsets([tps[p] for p in unfinished],
-                                               timeout_ms=ATTEMPT_MS))
-        for p, position in positions.items():
-            if position is not None and position >= ends[tps[p]]:
-                watermarks.advance(p, now)
+            self.spec, doing, lambda: self._consumer.end_offsets([tps[p] for p in unfinished],
+                                                                 timeout_ms=ATTEMPT_MS))
+        for p in _reached(positions, {p: ends[tps[p]] for p in unfinished}):
+            watermarks.advance(p, now)
 
 
 class _ReadUnboundedTopicFn(ReadTopicFn):
@@ -771,8 +783,9 @@ class ReadKafkaArticles(beam.PTransform):
     """Reads articles from a Kafka topic.
 
     Returns a ``DoOutputsTuple`` with ``articles``, ``dead_letter`` and
-    ``read_count`` (a 1 per message) outputs; the first two carry the message's partition and offset (``origin_partition``,
-    ``origin_offset``), which ``CommitOffsets`` commits once they are written.
+    ``read_count`` (a 1 per message) outputs; the first two carry the message's
+    partition and offset (``origin_partition``, ``origin_offset``), which
+    ``CommitOffsets`` commits once they are written.
     ``pinned``: read these offsets (``read_event_times``) instead of planning the read;
     ``event_slice``: keep only its articles and dead letters (``read_count`` counts those).
     """
