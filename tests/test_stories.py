@@ -3,8 +3,9 @@ import pytest
 
 from pipeline.logic.minhash import MinHasher, shingle_hashes
 from pipeline.logic.stories import (STORY_LINK, BucketEntry, Match, Member, assign_in_order,
-                                    bucket_pairs, micros_to_utc, nearest_in_time, order_key,
-                                    pack_entry, packed_event_micros, singleton, unpack_entry)
+                                    bucket_pairs, joined_entries, micros_to_utc, nearest_in_time,
+                                    order_key, pack_entry, packed_event_micros, singleton,
+                                    split_entries, unpack_entry)
 
 
 def member(article_id, t):
@@ -180,3 +181,15 @@ def test_a_bucket_entry_packs_into_its_id_payload_and_a_few_bytes_and_back():
     assert len(packed[0]) == 22 + len("zh-Hant") + len("a") + len(b"\x00sketch\x00")
     with pytest.raises(ValueError, match="ends with its article's id"):
         pack_entry(BucketEntry(Member("a", (1, 2, "b")), "en"))
+
+
+def test_a_bucket_joins_its_packed_entries_into_one_value_and_splits_them_back():
+    packed = [pack_entry(BucketEntry(Member(article_id, (micros, micros, article_id)), "en",
+                                     payload))
+              for article_id, micros, payload in [("a", 1, b""), ("b" * 300, 2, b"\x00" * 70_000),
+                                                  ("c", 3, b"sketch")]]
+    bucket = joined_entries(packed[:2])
+    bucket += joined_entries(packed[2:])  # how the index appends a newcomer
+    assert list(split_entries(bucket)) == packed
+    assert len(bucket) == sum(len(p) for p in packed) + 4 * len(packed)
+    assert list(split_entries(joined_entries([]))) == []

@@ -78,6 +78,18 @@ def test_every_kind_of_state_expires_and_is_counted():
     assert 5 < counters["expired_bucket_entries"] <= 5 * 41
 
 
+def test_a_batch_drops_its_bucket_index_once_every_article_is_indexed():
+    # The FnApiRunner holds a stateful step's state until the pipeline ends, so the
+    # batch index clears its shards itself once the watermark passes the input's end.
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
+        out = (pipeline | beam.Create(ARTICLES) | beam.Map(at_event_time)
+               | FindDuplicates(bounded=True))["articles"]
+        assert_that(story_fields(out), equal_to(EXPECTED))
+    expired = sum(counter.committed for counter in pipeline.result.metrics().query(
+        MetricsFilter().with_namespace(METRICS).with_name("expired_bucket_entries"))["counters"])
+    assert expired == 5 * 41  # each article's exact bucket and its 40 near ones
+
+
 @pytest.mark.parametrize("shuffled", [False, True])
 def test_a_batch_run_assigns_the_same_stories_whatever_the_order(shuffled):
     articles = ARTICLES[::-1] if shuffled else ARTICLES

@@ -138,6 +138,28 @@ def packed_event_micros(packed: bytes) -> int:
     return _PACKED_HEAD.unpack_from(packed)[0]
 
 
+# A joined bucket's entry is preceded by its length.
+_ENTRY_SIZE = struct.Struct("<I")
+
+
+def joined_entries(entries: Iterable[bytes]) -> bytes:
+    """Packed entries as one bytes object, each preceded by its length: a bucket of
+    the index is then one object, not a list of them (a third less memory for an
+    index of mostly one-entry buckets). A newcomer is appended by adding its
+    ``joined_entries`` to the bucket."""
+    return b"".join(_ENTRY_SIZE.pack(len(packed)) + packed for packed in entries)
+
+
+def split_entries(bucket: bytes) -> Iterator[bytes]:
+    """The packed entries of a ``joined_entries`` bucket, in order."""
+    at = 0
+    while at < len(bucket):
+        (size,) = _ENTRY_SIZE.unpack_from(bucket, at)
+        at += _ENTRY_SIZE.size
+        yield bucket[at:at + size]
+        at += size
+
+
 def later_earlier(a: Member, b: Member) -> Tuple[Member, Member]:
     return (a, b) if a.order > b.order else (b, a)
 

@@ -24,11 +24,11 @@ Memory: an article's state (its bucket entries, features and story) is
 dropped once the watermark is ``story_window`` past the article's event time,
 so it is bounded by the articles of one story window; an article that comes
 back after that starts a story of its own. A bounded input (a batch run)
-needs no expiry: its state lives until the end, and stories are assigned in
-one pass when the input is exhausted; a batch over files or a bounded Kafka
-read is cut into event-time slices, each such a pass
-(``pipeline.graph.batch_slices``), so that end comes a slice later. The same DoFns serve both; ``bounded``
-only chooses the timers.
+needs no expiry: stories are assigned in one pass when the input is
+exhausted, and the index is dropped then rather than at the pipeline's end. A
+batch over files or a bounded Kafka read is cut into event-time slices, each
+such a pass (``pipeline.graph.batch_slices``), so that end comes a slice
+later. The same DoFns serve both; ``bounded`` only chooses the timers.
 
 Articles must carry their event time as their Beam timestamp (``event_time``).
 """
@@ -37,7 +37,7 @@ import dataclasses
 import math
 import zlib
 from functools import partial
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -48,8 +48,9 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
 from apache_beam.utils.timestamp import Timestamp
 
 from common.event_timers import arm_at, arm_earliest
-from pipeline.logic.stories import (Match, Member, assign_in_order, bucket_pairs, nearest_in_time,
-                                    packed_event_micros, unpack_entry, without_payload)
+from pipeline.logic.stories import (Match, Member, assign_in_order, bucket_pairs, joined_entries,
+                                    nearest_in_time, packed_event_micros, split_entries,
+                                    unpack_entry, without_payload)
 
 EXACT, NEAR, VECTOR = "exact", "near", "vec"
 # The keyed inputs of the stateful steps say their key's type, so that Beam
@@ -73,7 +74,8 @@ def _grid(micros: int, step: int) -> int:
 
 class _IndexBucketsFn(beam.DoFn):
     """Keyed by a shard of the bucket keys: the shard's buckets as one dict of
-    bucket key to packed entries (``pipeline.logic.stories.pack_entry``).
+    bucket key to its packed entries (``pipeline.logic.stories.pack_entry``),
+    joined into one bytes object (``joined_entries``).
 
     One value, not a bag of entries: a newcomer looks its bucket up instead of
     scanning the shard's entries, and the value is rewritten once a bundle,
@@ -82,11 +84,17 @@ class _IndexBucketsFn(beam.DoFn):
     entries). The SDK's state
     cache weighs a value object by object on every commit and every first
     read of a key, so the entries are packed bytes, not objects.
+
+    On a stream, entries expire a story window after their event time. A batch's
+    shards are cleared once its input is all indexed (a timer at the end of the
+    window): the index's outputs are made by then, and a runner such as the
+    FnApiRunner would otherwise hold every shard until the whole pipeline ends.
     """
 
     BUCKETS = ReadModifyWriteStateSpec("buckets", PickleCoder())
     ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+    INDEXED = TimerSpec("indexed", TimeDomain.WATERMARK)
 
     def __init__(self, window: int, max_partners: int, min_estimate: float, min_cosine: float,
                  same_language_cosine: Optional[float], bounded: bool,
@@ -102,6 +110,7 @@ class _IndexBucketsFn(beam.DoFn):
 
     def process(self, element, buckets_state=beam.DoFn.StateParam(BUCKETS),
                 armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY),
+                indexed=beam.DoFn.TimerParam(INDEXED), window=beam.DoFn.WindowParam,
                 payloads=None):
         _, (key, packed_entry) = element
         entry = unpack_entry(packed_entry)
@@ -113,9 +122,10 @@ class _IndexBucketsFn(beam.DoFn):
                         if kind in self.looked_up else (lambda e: e))
         # A copy: the value read may be the SDK cache's own object, which must not
         # change should the bundle fail and be retried.
-        buckets: Dict[str, List[bytes]] = dict(buckets_state.read() or {})
-        bucket = buckets.get(key, [])
-        stored = [unpack_entry(packed) for packed in bucket]
+        held = buckets_state.read()
+        buckets: Dict[str, bytes] = dict(held or {})
+        bucket = buckets.get(key, b"")
+        stored = [unpack_entry(packed) for packed in split_entries(bucket)]
         if any(e.member.article_id == entry.member.article_id for e in stored):
             return []  # the same article again (a re-read): it was compared already
         if entry.from_earlier_run:
@@ -128,11 +138,19 @@ class _IndexBucketsFn(beam.DoFn):
                  for f in bucket_pairs(kind, with_payload(entry),
                                        [with_payload(p) for p in partners], self.min_estimate,
                                        self.min_cosine, self.same_language_cosine)]
-        buckets[key] = bucket + [packed_entry]
+        buckets[key] = bucket + joined_entries([packed_entry])
         buckets_state.write(buckets)
         if not self.bounded:
             arm_earliest(expiry, armed, self._expiry_due(entry.member.order[0]))
+        elif not held:
+            indexed.set(window.max_timestamp())  # once a shard: its first entry
         return found
+
+    @on_timer(INDEXED)
+    def drop_shard(self, buckets_state=beam.DoFn.StateParam(BUCKETS)):
+        self.expired.inc(sum(len(list(split_entries(bucket)))
+                             for bucket in (buckets_state.read() or {}).values()))
+        buckets_state.clear()
 
     def _expiry_due(self, micros: int) -> int:
         """When an entry of time ``micros`` expires, rounded up to the expiry grid."""
@@ -146,10 +164,11 @@ class _IndexBucketsFn(beam.DoFn):
         buckets = buckets_state.read() or {}
         kept, dropped, earliest = {}, 0, None
         for key, bucket in buckets.items():
-            fresh = [packed for packed in bucket if packed_event_micros(packed) > cutoff]
-            dropped += len(bucket) - len(fresh)
+            entries = list(split_entries(bucket))
+            fresh = [packed for packed in entries if packed_event_micros(packed) > cutoff]
+            dropped += len(entries) - len(fresh)
             if fresh:
-                kept[key] = fresh
+                kept[key] = joined_entries(fresh)
                 first = min(packed_event_micros(packed) for packed in fresh)
                 earliest = first if earliest is None else min(earliest, first)
         self.expired.inc(dropped)
