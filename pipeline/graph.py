@@ -40,7 +40,7 @@ from pipeline.steps.drop_repeated_ids import KEYED_BY_ID, DropRepeatedIds
 from pipeline.steps.embed_articles import PARAGRAPH_COUNTS, EmbedArticles
 from pipeline.steps.find_duplicates import FindDuplicates, at_event_time, member_of
 from pipeline.logic import progress
-from pipeline.logic.heap import trim_heap
+from common.heap import trim_heap
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv, runs_in_process
 from pipeline.runners.local import local_runner, runner_kind
 from pipeline.steps.run_summary import (CountProgress, WriteRunSummary, add_step_times,
