@@ -5,6 +5,10 @@ for. Beam cannot read back when a timer is set, so the time is remembered in a
 state cell beside it (``armed``). The story rows and the bucket index use this,
 where a key's timer fires once per story-window step.
 
+``arm_latest``: one timer per key, kept at the latest of the times asked for.
+On a bounded input, whose watermark leaps to the end once it is all read, it
+fires once, after every element (the batch index and story assignment).
+
 ``arm_at``: one timer per due time, tagged with it. Steps that must follow the
 watermark closely on a backlog (the late-article check, the windowed sink,
 story assignment) use this. Re-arming one timer from its own callback would
@@ -26,6 +30,16 @@ def arm_earliest(timer, armed, due: int) -> None:
     """
     current = armed.read()
     if current is None or due < current:
+        timer.set(Timestamp(micros=due))
+        armed.write(due)
+
+
+def arm_latest(timer, armed, due: int) -> None:
+    """Sets ``timer`` to ``due`` (µs) unless it is already set to fire later. A finite
+    time, not the end of the global window, which Prism's timers do not take and the
+    bundle-based DirectRunner fires after the GroupByKeys downstream have finished."""
+    current = armed.read()
+    if current is None or due > current:
         timer.set(Timestamp(micros=due))
         armed.write(due)
 

@@ -47,7 +47,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
-from common.event_timers import arm_at, arm_earliest
+from common.event_timers import arm_at, arm_earliest, arm_latest
 from pipeline.logic.stories import (Match, Member, assign_in_order, bucket_pairs, joined_entries,
                                     nearest_in_time, packed_event_micros, split_entries,
                                     unpack_entry, without_payload)
@@ -86,9 +86,9 @@ class _IndexBucketsFn(beam.DoFn):
     read of a key, so the entries are packed bytes, not objects.
 
     On a stream, entries expire a story window after their event time. A batch's
-    shards are cleared once its input is all indexed (a timer at the end of the
-    window): the index's outputs are made by then, and a runner such as the
-    FnApiRunner would otherwise hold every shard until the whole pipeline ends.
+    shards are cleared once its input is all indexed (a timer at a shard's latest
+    entry, ``arm_latest``): the index's outputs are made by then, and a runner such
+    as the FnApiRunner would otherwise hold every shard until the pipeline ends.
     """
 
     BUCKETS = ReadModifyWriteStateSpec("buckets", PickleCoder())
@@ -110,8 +110,7 @@ class _IndexBucketsFn(beam.DoFn):
 
     def process(self, element, buckets_state=beam.DoFn.StateParam(BUCKETS),
                 armed=beam.DoFn.StateParam(ARMED), expiry=beam.DoFn.TimerParam(EXPIRY),
-                indexed=beam.DoFn.TimerParam(INDEXED), window=beam.DoFn.WindowParam,
-                payloads=None):
+                indexed=beam.DoFn.TimerParam(INDEXED), payloads=None):
         _, (key, packed_entry) = element
         entry = unpack_entry(packed_entry)
         kind = key.split(":", 1)[0]
@@ -122,8 +121,7 @@ class _IndexBucketsFn(beam.DoFn):
                         if kind in self.looked_up else (lambda e: e))
         # A copy: the value read may be the SDK cache's own object, which must not
         # change should the bundle fail and be retried.
-        held = buckets_state.read()
-        buckets: Dict[str, bytes] = dict(held or {})
+        buckets: Dict[str, bytes] = dict(buckets_state.read() or {})
         bucket = buckets.get(key, b"")
         stored = [unpack_entry(packed) for packed in split_entries(bucket)]
         if any(e.member.article_id == entry.member.article_id for e in stored):
@@ -140,17 +138,19 @@ class _IndexBucketsFn(beam.DoFn):
                                        self.min_cosine, self.same_language_cosine)]
         buckets[key] = bucket + joined_entries([packed_entry])
         buckets_state.write(buckets)
-        if not self.bounded:
+        if self.bounded:
+            arm_latest(indexed, armed, entry.member.order[0])
+        else:
             arm_earliest(expiry, armed, self._expiry_due(entry.member.order[0]))
-        elif not held:
-            indexed.set(window.max_timestamp())  # once a shard: its first entry
         return found
 
     @on_timer(INDEXED)
-    def drop_shard(self, buckets_state=beam.DoFn.StateParam(BUCKETS)):
+    def drop_shard(self, buckets_state=beam.DoFn.StateParam(BUCKETS),
+                   armed=beam.DoFn.StateParam(ARMED)):
         self.expired.inc(sum(len(list(split_entries(bucket)))
                              for bucket in (buckets_state.read() or {}).values()))
         buckets_state.clear()
+        armed.clear()
 
     def _expiry_due(self, micros: int) -> int:
         """When an entry of time ``micros`` expires, rounded up to the expiry grid."""
@@ -408,14 +408,8 @@ class _AssignStoriesFn(beam.DoFn):
         slot = _grid(micros + 1, self.every)
         pending_state.add((slot, tag, value))
         if self.bounded:
-            # A bounded input's watermark leaps to the end once it is all read, so
-            # a timer at its latest slot assigns it in one pass (a finite time, not
-            # the end of the global window: the bundle-based DirectRunner has
-            # finished the GroupByKeys downstream by the time such a timer fires).
-            current = armed.read()
-            if current is None or slot > current:
-                flush.set(Timestamp(micros=slot))
-                armed.write(slot)
+            # A bounded input is assigned in one pass, at its latest slot.
+            arm_latest(flush, armed, slot)
             return
         # A stream is assigned slot by slot as the watermark passes each, with a
         # timer of its own per slot (``arm_at``).
