@@ -110,8 +110,8 @@ class ReadStoryState(beam.PTransform):
                     micros=(event_time(row) - EPOCH) // timedelta(microseconds=1)))
             logging.info("story state: %d articles of the last story window of %s, read in "
                          "%.1f s", count, state_dir(output), time.monotonic() - started)
-            # What reading the files used would stay in Arrow's pool and the C heap for
-            # the rest of the run (some 70 MiB for a full window of the benchmark's).
+            # What reading the files used would otherwise stay in Arrow's pool and the
+            # C heap for the rest of the run.
             trim_heap()
 
         return pbegin | "Start" >> beam.Create([None]) | "ReadLastWindow" >> beam.FlatMap(read)

