@@ -16,7 +16,8 @@ pool listen on every interface. So newsloom prepares these runs itself:
   overwrites the other's state (Beam 2.77, ``stageState.splitBundle`` in
   ``prism/internal/engine/elementmanager.go``). On a stream this lost about
   one article in a hundred without a trace; the cost is parallelism within a
-  stage, which newsloom's keyed steps do not need.
+  stage, which newsloom's keyed steps do not need. (Beam 2.78's ``splitBundle``
+  keeps such keys with the first bundle; splits stay off until that is tried.)
 * ``LocalWorkerPool`` is the LOOPBACK worker pool (SDK harnesses as threads of
   this process), listening on 127.0.0.1; a pipeline reaches it with
   ``--environment_type=EXTERNAL --environment_config=127.0.0.1:PORT``.
