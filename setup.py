@@ -6,6 +6,11 @@ workers, so it installs every package the pipeline imports.
 
 from setuptools import setup
 
+# One bound for Beam and its [gcp] extras. 2.78: newsloom builds Prism at the
+# installed version, and Prism 2.77 now and then lost a batch job midway (its
+# job server gone without a word).
+BEAM = ">=2.78"
+
 setup(
     name="newsloom",
     version="0.1.0",
@@ -19,9 +24,7 @@ setup(
                                                 "data/taxonomies/vectors/*.npy"],
                   "pipeline.runners": ["loopback_bind.c"]},
     install_requires=[
-        # 2.78: newsloom builds Prism at the installed version, and Prism 2.77 now
-        # and then lost a batch job midway (its job server gone without a word).
-        "apache-beam>=2.78",
+        f"apache-beam{BEAM}",
         "pyarrow>=25",
         "numpy>=2.0",
         "kafka-python>=3.0",
@@ -51,8 +54,8 @@ setup(
     ],
     extras_require={
         # Beam's Google Cloud parts: the DataflowRunner (a dry run needs no credentials).
-        "dataflow": ["apache-beam[gcp]>=2.78"],
-        "test": ["pytest>=8", "duckdb>=1.1", "apache-beam[gcp]>=2.78", "hypothesis>=6"],
+        "dataflow": [f"apache-beam[gcp]{BEAM}"],
+        "test": ["pytest>=8", "duckdb>=1.1", f"apache-beam[gcp]{BEAM}", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["newsloom = pipeline.cli:main"]},
 )
